@@ -1,0 +1,1 @@
+"""Subcommands of the `snn-drone` CLI, one module each (see snn_drone.cli.COMMANDS)."""

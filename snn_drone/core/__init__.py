@@ -1,0 +1,1 @@
+"""The functional core: dynamics, task, networks, learning. Plain Python + torch; never imports rclpy."""

@@ -1,0 +1,53 @@
+"""Config loading is strict and presets load with the paper's numbers."""
+from dataclasses import dataclass
+
+import pytest
+
+from snn_drone.core import config
+from snn_drone.core.params import available_presets, load_preset
+
+
+@dataclass
+class _Cfg:
+    lr: float = 1e-3
+    epochs: int = 10
+    name: str = "x"
+    hidden: tuple[int, ...] = (256, 128)
+
+
+def test_from_dict_accepts_ints_for_floats_and_lists_for_tuples():
+    c = config.from_dict(_Cfg, {"lr": 1, "hidden": [64, 32]})
+    assert c.lr == 1.0 and isinstance(c.lr, float)
+    assert c.hidden == (64, 32)
+
+
+def test_unknown_key_names_the_key():
+    with pytest.raises(KeyError, match="'learning_rate'"):
+        config.from_dict(_Cfg, {"learning_rate": 0.1})
+
+
+def test_wrong_type_names_key_and_expected_type():
+    with pytest.raises(TypeError, match="'epochs': expected int, got '10'"):
+        config.from_dict(_Cfg, {"epochs": "10"})
+    with pytest.raises(TypeError, match=r"'hidden\[1\]': expected int"):
+        config.from_dict(_Cfg, {"hidden": [64, 0.5]})
+
+
+def test_diff_lists_changed_values():
+    assert config.diff(_Cfg(), _Cfg(lr=0.5)) == ["lr: 0.001 != 0.5"]
+
+
+def test_presets_load_and_hover_throttle_is_derived_from_thrust_curve():
+    assert {"cf21_paper", "cf21_l2f2"} <= set(available_presets())
+    paper = load_preset("cf21_paper")
+    assert paper.mass_kg == 0.027 and paper.rotor_speed_max == 21702.0
+    assert paper.hover_throttle == pytest.approx(0.6670265, abs=1e-6)  # PAPER.md
+    l2f2 = load_preset("cf21_l2f2")
+    c0, c1, c2 = l2f2.thrust_coefficients
+    w = l2f2.hover_rotor_speed
+    assert 4 * (c0 + c1 * w + c2 * w * w) == pytest.approx(l2f2.mass_kg * l2f2.gravity_mps2, rel=1e-9)
+
+
+def test_unknown_preset_lists_available():
+    with pytest.raises(FileNotFoundError, match="cf21_paper"):
+        load_preset("nope")
