@@ -1,0 +1,195 @@
+"""Batched Crazyflie rigid-body dynamics of the Learning-to-Fly (l2f) model, in torch.
+
+One call of :meth:`QuadrotorDynamics.step` advances B drones by ``params.dt_s`` with one classic
+RK4 step over the whole 17-value state (layout.py: position, quaternion, velocity, body rates,
+rotor speeds), the motor lag included in the integrated state as l2f does. After the step the
+quaternion is normalised and the rotor speeds are clamped to [rotor_speed_min, rotor_speed_max]
+(l2f's post-integration). Every operation is per drone (elementwise ops and row-wise matrix
+products, no reduction over the batch), so a NaN in one drone never changes another drone.
+
+Model (verified against rl-tools ``l2f/operations_generic.h`` ``multirotor_dynamics`` and
+``parameters/dynamics/crazy_flie.h``):
+
+* action a in [-1, 1] (clipped) -> rotor-speed setpoint ``min + (a + 1) / 2 * (max - min)``;
+* motor lag ``d(speed)/dt = (setpoint - speed) / tau``, ``tau`` the rising constant where
+  ``setpoint >= speed`` and the falling one otherwise, chosen anew in every RK4 stage;
+* per-rotor thrust ``T_i = c0 + c1 w_i + c2 w_i^2`` along body +z;
+* torque ``sum_i r_i x (0, 0, T_i) + (0, 0, dir_i * torque_constant * T_i)``;
+* ``d(omega)/dt = J^-1 (torque - omega x J omega)`` (body frame, J diagonal);
+* ``d(v)/dt = R(q) (0, 0, sum T_i) / m - g e_z`` (world frame);
+* ``d(q)/dt = 0.5 q (x) (0, omega)`` (q = w, x, y, z, body to world).
+
+Sign conventions (body x forward, y left, z up; l2f rotor order: 0 front-right, 1 rear-right,
+2 rear-left, 3 front-left; torque directions -1, +1, -1, +1):
+
+* Yaw: raising rotors 1 and 3 (direction +1) and lowering 0 and 2 gives a positive z torque,
+  so the drone yaws counter-clockwise seen from above (angular_velocity z > 0).
+* Roll: raising the left rotors (2, 3; y > 0) gives a positive x torque: the drone rolls right
+  side down, its thrust tilts towards world -y, and it accelerates towards -y.
+* Pitch: raising the rear rotors (1, 2; x < 0) gives a positive y torque: the nose goes down,
+  the thrust tilts towards world +x, and it accelerates towards +x.
+
+Input checks: with ``validate=True`` (the default) ``state`` and ``action`` go through
+``check_array``: wrong shapes and NaN/inf raise ValueError naming the array and the field.
+Out-of-range actions are not errors: they are clipped to [-1, 1] (a policy's exploration noise
+may step outside the box), as l2f clamps them.
+"""
+from __future__ import annotations
+
+import torch
+
+from .layout import ACTION_DIM, ANGVEL, POS, QUAT, ROTOR, STATE_DIM, STATE_FIELDS, VEL, Field
+from .params import QuadrotorParams
+from .validation import check_array
+
+# Layout of the action for error messages (4 motor commands in [-1, 1], l2f rotor order).
+ACTION_FIELDS: tuple[Field, ...] = (Field("motor_command", ACTION_DIM, "1, [-1, 1]", "rotor"),)
+
+
+def rotor_speed_rate(speed, setpoint, inv_tau_rising: float, inv_tau_falling: float):
+    """Motor lag d(speed)/dt = (setpoint - speed) / tau, tau by the sign of setpoint - speed.
+
+    The one definition of the motor model; it works on torch tensors and numpy arrays alike
+    (the pybullet world integrates rotor speeds with it too).
+    """
+    diff = setpoint - speed
+    if inv_tau_rising == inv_tau_falling:
+        return diff * inv_tau_rising
+    return diff * (inv_tau_falling + (inv_tau_rising - inv_tau_falling) * (diff >= 0))
+
+
+def rotor_speed_rk4(speed, setpoint, dt_s: float, inv_tau_rising: float, inv_tau_falling: float):
+    """One RK4 step of the motor lag alone. The motor ODE does not depend on the rest of the
+    state, so this gives the rotor speeds of the full-state RK4 of :class:`QuadrotorDynamics`
+    (before clamping), and the four stage speeds, whose thrusts RK4 weights 1, 2, 2, 1."""
+    k1 = rotor_speed_rate(speed, setpoint, inv_tau_rising, inv_tau_falling)
+    s2 = speed + 0.5 * dt_s * k1
+    k2 = rotor_speed_rate(s2, setpoint, inv_tau_rising, inv_tau_falling)
+    s3 = speed + 0.5 * dt_s * k2
+    k3 = rotor_speed_rate(s3, setpoint, inv_tau_rising, inv_tau_falling)
+    s4 = speed + dt_s * k3
+    k4 = rotor_speed_rate(s4, setpoint, inv_tau_rising, inv_tau_falling)
+    return speed + dt_s / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4), (speed, s2, s3, s4)
+
+
+def _quaternion_bilinear_tensor() -> torch.Tensor:
+    """C[j, k, i] with out_i = sum_jk C[j, k, i] q_j y_k, y = (q, v, omega) = state[3:13].
+
+    out[0:4] = d(q)/dt = 0.5 q (x) (0, omega); out[4:7] = R(q) e_z - e_z, i.e. the third column
+    of the rotation matrix less its constant part (l2f's rotate_vector_by_quaternion form).
+    """
+    c = torch.zeros(4, 10, 7, dtype=torch.float64)
+    w, x, y, z = 0, 1, 2, 3
+    ox, oy, oz = 7, 8, 9  # omega inside y = (q0..q3, v0..v2, omega0..omega2)
+    for (j, k, i, s) in (
+            (x, ox, 0, -1), (y, oy, 0, -1), (z, oz, 0, -1),
+            (w, ox, 1, +1), (y, oz, 1, +1), (z, oy, 1, -1),
+            (w, oy, 2, +1), (z, ox, 2, +1), (x, oz, 2, -1),
+            (w, oz, 3, +1), (x, oy, 3, +1), (y, ox, 3, -1)):
+        c[j, k, i] = 0.5 * s
+    # R e_z - e_z = (2 (xz + wy), 2 (yz - wx), -2 (x^2 + y^2))
+    for (j, k, i, s) in ((x, z, 4, 2), (w, y, 4, 2), (y, z, 5, 2), (w, x, 5, -2),
+                         (x, x, 6, -2), (y, y, 6, -2)):
+        c[j, k, i] = s
+    return c.reshape(40, 7)
+
+
+class QuadrotorDynamics:
+    """B Crazyflies stepped together with RK4 (see the module docstring for the model)."""
+
+    def __init__(self, params: QuadrotorParams, device="cpu", dtype=torch.float32):
+        self.params = params
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.dt_s = float(params.dt_s)
+        p = params
+        self.inv_tau_rising = 1.0 / p.motor_time_constant_rising_s
+        self.inv_tau_falling = 1.0 / p.motor_time_constant_falling_s
+        self.c0, self.c1, self.c2 = (float(c) for c in p.thrust_coefficients)
+        jx, jy, jz = (float(j) for j in p.inertia_kgm2)
+        kw = dict(device=self.device, dtype=dtype)
+        # rotor thrusts [B, 4] @ A -> (specific thrust along body z [m/s^2], J^-1 torque [rad/s^2])
+        a = torch.zeros(4, 4, dtype=torch.float64)
+        for i, ((rx, ry, _), d) in enumerate(zip(p.rotor_positions_m, p.rotor_torque_directions)):
+            a[i] = torch.tensor([1.0 / p.mass_kg, ry / jx, -rx / jy, d * p.torque_constant_m / jz],
+                                dtype=torch.float64)
+        self._thrust_to_accel = a.to(**kw)
+        self._quat_bilinear = _quaternion_bilinear_tensor().to(**kw)
+        # -(omega x J omega) / J, per axis: coefficient * omega_{i+1} * omega_{i+2}
+        self._gyro = torch.tensor([(jy - jz) / jx, (jz - jx) / jy, (jx - jy) / jz], **kw)
+        self._e_z = torch.tensor([0.0, 0.0, 1.0], **kw)
+        self._gravity = torch.tensor([0.0, 0.0, -p.gravity_mps2], **kw)
+        self._perm1 = torch.tensor([1, 2, 0], device=self.device)
+        self._perm2 = torch.tensor([2, 0, 1], device=self.device)
+        self._speed_min = float(p.rotor_speed_min)
+        self._speed_max = float(p.rotor_speed_max)
+
+    # ---- public API ---------------------------------------------------------------------------
+    def action_to_rotor_speed(self, action: torch.Tensor) -> torch.Tensor:
+        """Rotor-speed setpoint of an action: min + (clip(a, -1, 1) + 1) / 2 * (max - min)."""
+        half = 0.5 * (self._speed_max - self._speed_min)
+        return action.clamp(-1.0, 1.0) * half + (self._speed_min + half)
+
+    def thrust_n(self, rotor_speed: torch.Tensor) -> torch.Tensor:
+        """Per-rotor thrust c0 + c1 w + c2 w^2 [N]."""
+        t = rotor_speed * self.c2
+        if self.c1 != 0.0:
+            t = t + self.c1
+        t = t * rotor_speed
+        if self.c0 != 0.0:
+            t = t + self.c0
+        return t
+
+    def hover_state(self, batch: int, position=None) -> torch.Tensor:
+        """[batch, 17] states: level, at rest, rotors at the preset's hover speed, at ``position``
+        (world m, [3] or [batch, 3]; default the origin)."""
+        s = torch.zeros(batch, STATE_DIM, device=self.device, dtype=self.dtype)
+        s[:, QUAT.start] = 1.0
+        s[:, ROTOR] = self.params.hover_rotor_speed
+        if position is not None:
+            s[:, POS] = torch.as_tensor(position, device=self.device, dtype=self.dtype)
+        return s
+
+    def state_derivative(self, state: torch.Tensor, setpoint: torch.Tensor) -> torch.Tensor:
+        """d(state)/dt [B, 17] for states [B, 17] and rotor-speed setpoints [B, 4]."""
+        b = state.shape[0]
+        q = state[:, QUAT]
+        speed = state[:, ROTOR]
+        accel = self.thrust_n(speed) @ self._thrust_to_accel  # [B, 4]
+        bil = (q.unsqueeze(2) * state[:, 3:13].unsqueeze(1)).reshape(b, 40) @ self._quat_bilinear
+        omega = state[:, ANGVEL]
+        out = torch.empty_like(state)
+        out[:, POS] = state[:, VEL]
+        out[:, QUAT] = bil[:, 0:4]
+        # R e_z * thrust/m - g e_z, with R e_z = bil[:, 4:7] + e_z
+        out[:, VEL] = torch.addcmul(self._gravity, bil[:, 4:7] + self._e_z, accel[:, 0:1])
+        out[:, ANGVEL] = torch.addcmul(accel[:, 1:4], omega[:, self._perm1] * omega[:, self._perm2],
+                                       self._gyro)
+        out[:, ROTOR] = rotor_speed_rate(speed, setpoint, self.inv_tau_rising, self.inv_tau_falling)
+        return out
+
+    def step(self, state: torch.Tensor, action: torch.Tensor, validate: bool = True) -> torch.Tensor:
+        """Next states [B, 17] after one dt of RK4 under actions [B, 4] in [-1, 1].
+
+        ``validate=False`` skips the shape/finiteness checks and dtype/device conversion (the hot
+        loop, where the caller guarantees tensors of this model's dtype and device)."""
+        if validate:
+            check_array("state", state, (None, STATE_DIM), STATE_FIELDS)
+            check_array("action", action, (state.shape[0], ACTION_DIM), ACTION_FIELDS)
+            state = torch.as_tensor(state, device=self.device, dtype=self.dtype)
+            action = torch.as_tensor(action, device=self.device, dtype=self.dtype)
+        setpoint = self.action_to_rotor_speed(action)
+        dt = self.dt_s
+        f = self.state_derivative
+        k1 = f(state, setpoint)
+        k2 = f(torch.add(state, k1, alpha=0.5 * dt), setpoint)
+        acc = torch.add(k1, k2, alpha=2.0)
+        k3 = f(torch.add(state, k2, alpha=0.5 * dt), setpoint)
+        acc.add_(k3, alpha=2.0)
+        k4 = f(torch.add(state, k3, alpha=dt), setpoint)
+        acc.add_(k4)
+        nxt = torch.add(state, acc, alpha=dt / 6.0)
+        q = nxt[:, QUAT]
+        nxt[:, QUAT] = q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
+        nxt[:, ROTOR] = nxt[:, ROTOR].clamp(self._speed_min, self._speed_max)
+        return nxt
