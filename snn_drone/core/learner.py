@@ -1,0 +1,219 @@
+"""TD3BC + JSRL learner (PAPER.md Algorithm 1): one update on a batch of replayed sequences.
+
+Read :meth:`TD3BCLearner.update` next to Algorithm 1:
+
+- critic (twin ANN on privileged input) on every valid step:
+  y = r + gamma (1 - d) min_j Q'_j(s', pi'(s') + clip(N(0, sigma), -c, c)),
+- actor (the SNN, run over the whole sequence from a zero hidden state) every ``policy_delay``
+  updates, on steps t >= warm-up only:
+  L = -lambda Q1(s, pi(s)) + lambda_BC |pi(s) - a_guide|^2,  lambda = alpha / mean|Q1(s, pi(s))|,
+- soft target updates with tau after each actor update; lambda_BC decays once per epoch.
+
+Unlike the public code, Q is evaluated on the actor's own actions pi(s) (so its gradient reaches the
+actor) and the critic target uses the target actor's actions pi'(s'), not stored ones.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from . import layout
+from .networks import TwinCritic
+from .sequence_replay import Sequences, privileged_history
+
+
+@dataclass
+class LearnerConfig:
+    """Hyperparameters of the TD3BC + JSRL update (defaults: PAPER.md Table 6)."""
+
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.01
+    """Soft target update rate (the public code: 0.005)."""
+    actor_lr: float = 1e-3
+    """Adam learning rate of the actor."""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the critics (the public code: 3e-4)."""
+    policy_noise: float = 0.2
+    """Std of the target policy smoothing noise."""
+    noise_clip: float = 0.5
+    """Clip of the target policy smoothing noise."""
+    policy_delay: int = 2
+    """Critic updates per actor (and target) update, as in TD3."""
+    alpha: float = 2.0
+    """Q-term weight: lambda = alpha / mean|Q| (the public code: 2.5)."""
+    use_q: bool = True
+    """Include the -lambda Q term in the actor loss (False: pure behaviour cloning)."""
+    use_bc: bool = True
+    """Include the lambda_BC BC term towards the guide's actions in the actor loss."""
+    lambda_bc: float = 0.2
+    """Initial weight of the BC term."""
+    lambda_bc_decay: float = 0.99
+    """lambda_BC <- decay * lambda_BC after every epoch."""
+    bc_reduction: Literal["sum", "mean"] = "sum"
+    """|pi(s) - a_guide|^2 summed over the 4 motors (the paper's squared norm) or averaged (TD3+BC's mse)."""
+    critic_on_warmup: bool = True
+    """Train the critic on warm-up steps too (the paper: all steps)."""
+    warmup: int = 50
+    """Leading steps of each sequence without actor loss (the SNN's hidden state warms up)."""
+
+
+class Batch(NamedTuple):
+    """What an update reads, time-major, derived from stored sequences (``derive_batch``)."""
+
+    actor_obs: torch.Tensor   # [T+1, N, D] the actor's input (18 observation or 146 privileged)
+    priv_obs: torch.Tensor    # [T+1, N, 146]
+    action: torch.Tensor      # [T, N, 4] executed
+    guide_action: torch.Tensor  # [T, N, 4]
+    reward: torch.Tensor      # [T, N]
+    terminated: torch.Tensor  # [T, N] float
+    valid: torch.Tensor       # [T, N] bool
+    actor_mask: torch.Tensor  # [T, N] bool: valid and t >= warm-up
+
+
+def derive_batch(seqs: Sequences, task, coeffs, actor_inputs: str, warmup: int) -> Batch:
+    """Observations, privileged observations and rewards of stored sequences, time-major.
+
+    ``task`` is the module holding the task's one definition of each (``snn_drone.core.task``);
+    the reward of step t scores (s_{t+1}, a_t) with the curriculum coefficients ``coeffs``.
+    """
+    n, t1 = seqs.state.shape[:2]
+    T = t1 - 1
+    state = seqs.state.transpose(0, 1)                                  # [T+1, N, 17]
+    target = seqs.target[None].expand(t1, n, 3)
+    obs = task.observation(state, target)                               # [T+1, N, 18]
+    hist = privileged_history(seqs.history0, seqs.action).transpose(0, 1)  # [T+1, N, H, 4]
+    priv = task.privileged_observation(obs, hist)                      # [T+1, N, 146]
+    action = seqs.action.transpose(0, 1)
+    reward = task.reward(state[1:], action, target[1:], coeffs)         # [T, N]
+    valid = seqs.valid.transpose(0, 1)
+    steps = torch.arange(T, device=valid.device)[:, None]
+    return Batch(
+        actor_obs=priv if actor_inputs == "privileged" else obs,
+        priv_obs=priv,
+        action=action,
+        guide_action=seqs.guide_action.transpose(0, 1),
+        reward=torch.where(valid, reward, 0.0),
+        terminated=seqs.terminated.transpose(0, 1).float(),
+        valid=valid,
+        actor_mask=valid & (steps >= warmup),
+    )
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+class TD3BCLearner:
+    """Owns the actor, the twin critics, their targets and optimisers; ``update(batch) -> metrics``."""
+
+    def __init__(self, actor: torch.nn.Module, cfg: LearnerConfig | None = None,
+                 critic: TwinCritic | None = None):
+        self.cfg = cfg or LearnerConfig()
+        self.actor = actor
+        self.critic = critic or TwinCritic()
+        device = next(actor.parameters()).device
+        self.critic.to(device)
+        self.actor_target = copy.deepcopy(actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.cfg.critic_lr)
+        self.lambda_bc = self.cfg.lambda_bc
+        self.updates = 0
+
+    # ---- Algorithm 1, one gradient step --------------------------------------------------------
+    def update(self, b: Batch) -> dict[str, float]:
+        cfg = self.cfg
+        metrics: dict[str, float] = {}
+
+        # Critic target: y = r + gamma (1 - d) min_j Q'_j(s', pi'(s') + clipped noise)
+        with torch.no_grad():
+            next_pi, _ = self.actor_target.forward_sequence(b.actor_obs)   # pi'(s_0 .. s_T)
+            next_pi = next_pi[1:]                                          # pi'(s_{t+1})
+            noise = (torch.randn_like(next_pi) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+            next_a = (next_pi + noise).clamp(-1.0, 1.0)
+            q1_t, q2_t = self.critic_target(b.priv_obs[1:], next_a)
+            y = b.reward + cfg.gamma * (1.0 - b.terminated) * torch.minimum(q1_t, q2_t)
+
+        # Critic loss on the stored (executed) actions
+        q1, q2 = self.critic(b.priv_obs[:-1], b.action)
+        critic_mask = b.valid if cfg.critic_on_warmup else b.actor_mask
+        critic_loss = _masked_mean((q1 - y) ** 2 + (q2 - y) ** 2, critic_mask)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        metrics["critic_loss"] = critic_loss.item()
+        metrics["q_mean"] = _masked_mean(q1.detach(), critic_mask).item()
+
+        self.updates += 1
+        if self.updates % cfg.policy_delay == 0:
+            metrics.update(self._actor_step(b))
+            self._soft_update()
+        return metrics
+
+    def actor_loss(self, b: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """-lambda Q1(s, pi(s)) + lambda_BC |pi(s) - a_guide|^2 on steps after the warm-up."""
+        cfg = self.cfg
+        pi, _ = self.actor.forward_sequence(b.actor_obs[:-1])              # [T, N, 4], hidden from zero
+        m = b.actor_mask
+        loss = pi.new_zeros(())
+        out: dict[str, float] = {}
+        if cfg.use_q:
+            q = self.critic.q1_only(b.priv_obs[:-1], pi)
+            lam = cfg.alpha / _masked_mean(q.abs(), m).detach().clamp_min(1e-6)
+            q_term = _masked_mean(q, m)
+            loss = loss - lam * q_term
+            out["lambda"] = float(lam)
+            out["actor_q"] = q_term.item()
+        if cfg.use_bc:
+            sq = (pi - b.guide_action) ** 2
+            sq = sq.sum(-1) if cfg.bc_reduction == "sum" else sq.mean(-1)
+            bc = _masked_mean(sq, m)
+            loss = loss + self.lambda_bc * bc
+            out["bc_loss"] = bc.item()
+        out["actor_loss"] = loss.item()
+        return loss, out
+
+    def _actor_step(self, b: Batch) -> dict[str, float]:
+        loss, out = self.actor_loss(b)
+        self.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_opt.step()
+        return out
+
+    @torch.no_grad()
+    def _soft_update(self) -> None:
+        tau = self.cfg.tau
+        for net, tgt in ((self.actor, self.actor_target), (self.critic, self.critic_target)):
+            for p, pt in zip(net.parameters(), tgt.parameters()):
+                pt.lerp_(p, tau)
+            for bf, bt in zip(net.buffers(), tgt.buffers()):
+                bt.copy_(bf)
+
+    def end_epoch(self) -> None:
+        """lambda_BC <- decay * lambda_BC."""
+        self.lambda_bc *= self.cfg.lambda_bc_decay
+
+    # ---- checkpointing ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+            "actor_target": self.actor_target.state_dict(), "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+            "lambda_bc": self.lambda_bc, "updates": self.updates,
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.actor.load_state_dict(sd["actor"])
+        self.critic.load_state_dict(sd["critic"])
+        self.actor_target.load_state_dict(sd["actor_target"])
+        self.critic_target.load_state_dict(sd["critic_target"])
+        self.actor_opt.load_state_dict(sd["actor_opt"])
+        self.critic_opt.load_state_dict(sd["critic_opt"])
+        self.lambda_bc = sd["lambda_bc"]
+        self.updates = sd["updates"]

@@ -1,0 +1,135 @@
+"""The TD3BC + JSRL update computes Algorithm 1's numbers: target, masking, lambda, BC term."""
+import torch
+
+from snn_drone.core import layout
+from snn_drone.core.jsrl import HorizonConfig, jump_start_action
+from snn_drone.core.learner import Batch, LearnerConfig, TD3BCLearner
+from snn_drone.core.networks import MLPPolicy, MLPPolicyConfig, TwinCritic
+
+T, N, W = 6, 3, 2  # steps, sequences, warm-up
+
+
+def _constant_critic(q1: float, q2: float) -> TwinCritic:
+    c = TwinCritic()
+    with torch.no_grad():
+        for net, v in ((c.q1, q1), (c.q2, q2)):
+            for p in net.parameters():
+                p.zero_()
+            net[-1].bias.fill_(v)
+    return c
+
+
+def _batch(reward=None, terminated=None, valid=None, guide=None) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(T + 1, N, layout.OBS_DIM, generator=g)
+    priv = torch.randn(T + 1, N, layout.PRIV_OBS_DIM, generator=g)
+    valid = torch.ones(T, N, dtype=torch.bool) if valid is None else valid
+    steps = torch.arange(T)[:, None]
+    return Batch(
+        actor_obs=obs, priv_obs=priv,
+        action=torch.rand(T, N, 4, generator=g) * 2 - 1,
+        guide_action=torch.zeros(T, N, 4) if guide is None else guide,
+        reward=torch.ones(T, N) if reward is None else reward,
+        terminated=torch.zeros(T, N) if terminated is None else terminated,
+        valid=valid, actor_mask=valid & (steps >= W))
+
+
+def _learner(q1=3.0, q2=5.0, **cfg) -> TD3BCLearner:
+    torch.manual_seed(0)
+    actor = MLPPolicy(MLPPolicyConfig(inputs="observation", hidden=(8,)))
+    return TD3BCLearner(actor, LearnerConfig(warmup=W, **cfg), critic=_constant_critic(q1, q2))
+
+
+def test_critic_target_is_reward_plus_discounted_min_of_target_critics():
+    learner = _learner(q1=3.0, q2=5.0, gamma=0.9, critic_lr=0.0, actor_lr=0.0)
+    reward = torch.arange(T * N, dtype=torch.float).reshape(T, N)
+    terminated = torch.zeros(T, N)
+    terminated[2, 1] = 1.0
+    b = _batch(reward=reward, terminated=terminated)
+    m = learner.update(b)
+    # y = r + 0.9 * (1 - d) * min(3, 5); Q1 = 3, Q2 = 5 on every step
+    y = reward + 0.9 * (1 - terminated) * 3.0
+    expected = (((3.0 - y) ** 2 + (5.0 - y) ** 2).mean()).item()
+    assert abs(m["critic_loss"] - expected) < 1e-3 * expected
+
+
+def test_critic_loss_ignores_padded_steps():
+    valid = torch.ones(T, N, dtype=torch.bool)
+    valid[4:, 0] = False
+    reward = torch.zeros(T, N)
+    reward[4:, 0] = 1e6  # garbage on padded steps must not count
+    learner = _learner(q1=0.0, q2=0.0, gamma=0.0, critic_lr=0.0, actor_lr=0.0)
+    m = learner.update(_batch(reward=reward, valid=valid))
+    assert m["critic_loss"] == 0.0
+
+
+def test_actor_loss_uses_steps_after_warmup_only_and_lambda_is_alpha_over_mean_abs_q():
+    guide = torch.zeros(T, N, 4)
+    guide[:W] = 100.0  # the BC target is absurd during the warm-up only
+    learner = _learner(q1=-4.0, q2=0.0, alpha=2.0, lambda_bc=0.5)
+    b = _batch(guide=guide)
+    loss, out = learner.actor_loss(b)
+    assert out["lambda"] == 2.0 / 4.0
+    assert out["actor_q"] == -4.0
+    pi, _ = learner.actor.forward_sequence(b.actor_obs[:-1])
+    bc = (pi[W:] ** 2).sum(-1).mean().item()  # warm-up steps excluded
+    assert abs(out["bc_loss"] - bc) < 1e-6
+    assert abs(loss.item() - (-(2.0 / 4.0) * -4.0 + 0.5 * bc)) < 1e-6
+    # no gradient flows from warm-up steps: perturbing them changes nothing
+    pi_leaf = pi.detach().requires_grad_(True)
+    sq = ((pi_leaf - guide) ** 2).sum(-1)
+    (sq * b.actor_mask).sum().backward()
+    assert torch.all(pi_leaf.grad[:W] == 0)
+
+
+def test_actor_gradient_reaches_the_actor_through_q():
+    # Q1 = a_0 + 3 (linear in the action): the Q term alone must move the actor, and only
+    # through the first motor's output
+    learner = _learner(use_bc=False)
+    with torch.no_grad():
+        learner.critic.q1[-1].bias.fill_(1.0)
+        learner.critic.q1[0].weight.zero_()
+        learner.critic.q1[0].weight[0, layout.PRIV_OBS_DIM] = 1.0  # unit 0 = relu(a_0 + 2) = a_0 + 2
+        learner.critic.q1[0].bias[0] = 2.0
+        learner.critic.q1[2].weight[0, 0] = 1.0
+        learner.critic.q1[4].weight[0, 0] = 1.0  # Q1 = a_0 + 3
+    loss, _ = learner.actor_loss(_batch())
+    loss.backward()
+    out_w = learner.actor.net[-1].weight.grad
+    assert out_w[0].abs().sum() > 0 and torch.all(out_w[1:] == 0)
+
+
+def test_policy_delay_and_soft_target_update():
+    learner = _learner(policy_delay=2, tau=0.25)
+    before = [p.clone() for p in learner.actor_target.parameters()]
+    m1 = learner.update(_batch())
+    assert "actor_loss" not in m1
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.actor_target.parameters()))
+    m2 = learner.update(_batch())
+    assert "actor_loss" in m2
+    for old, new, cur in zip(before, learner.actor_target.parameters(), learner.actor.parameters()):
+        assert torch.allclose(new, 0.75 * old + 0.25 * cur.detach(), atol=1e-6)
+
+
+def test_lambda_bc_decays_per_epoch():
+    learner = _learner(lambda_bc=0.2, lambda_bc_decay=0.99)
+    for _ in range(3):
+        learner.end_epoch()
+    assert abs(learner.lambda_bc - 0.2 * 0.99 ** 3) < 1e-12
+
+
+def test_horizon_schedule_matches_public_code_and_ends_at_warmup():
+    h = HorizonConfig()
+    # public code: guide steps max(50, 500 - i), i = 50, 75, ..., 50 epochs per stage
+    assert [h.guide_steps(e) for e in (0, 49, 50, 100, 799, 800, 5000)] == [450, 450, 425, 400, 75, 50, 50]
+    assert h.final_epoch == 800 and h.guide_steps(h.final_epoch) == 50 and h.guide_steps(h.final_epoch - 1) > 50
+
+
+def test_jump_start_action_hands_over_at_guide_steps():
+    step = torch.tensor([0, 49, 50, 400])
+    guide = torch.full((4, 4), 0.5)
+    actor = torch.full((4, 4), -0.5)
+    a = jump_start_action(step, 50, guide, actor)
+    assert a[:, 0].tolist() == [0.5, 0.5, -0.5, -0.5]
+    noisy = jump_start_action(step, 50, guide, actor, noise_std=10.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(noisy[:2], guide[:2]) and noisy[2:].abs().max() <= 1.0 and not torch.equal(noisy[2:], actor[2:])
