@@ -58,6 +58,25 @@ def rotor_speed_rate(speed, setpoint, inv_tau_rising: float, inv_tau_falling: fl
     return diff * (inv_tau_falling + (inv_tau_rising - inv_tau_falling) * (diff >= 0))
 
 
+def rotor_speed_setpoint(action, speed_min: float, speed_max: float):
+    """Rotor-speed setpoint of actions: min + (clip(a, -1, 1) + 1) / 2 * (max - min).
+    Works on torch tensors and numpy arrays (both have ``.clip``)."""
+    half = 0.5 * (speed_max - speed_min)
+    return action.clip(-1.0, 1.0) * half + (speed_min + half)
+
+
+def rotor_thrust_n(speed, coefficients):
+    """Per-rotor thrust c0 + c1 w + c2 w^2 [N] (zero terms skipped); torch or numpy."""
+    c0, c1, c2 = coefficients
+    t = speed * c2
+    if c1 != 0.0:
+        t = t + c1
+    t = t * speed
+    if c0 != 0.0:
+        t = t + c0
+    return t
+
+
 def rotor_speed_rk4(speed, setpoint, dt_s: float, inv_tau_rising: float, inv_tau_falling: float):
     """One RK4 step of the motor lag alone. The motor ODE does not depend on the rest of the
     state, so this gives the rotor speeds of the full-state RK4 of :class:`QuadrotorDynamics`
@@ -105,7 +124,7 @@ class QuadrotorDynamics:
         p = params
         self.inv_tau_rising = 1.0 / p.motor_time_constant_rising_s
         self.inv_tau_falling = 1.0 / p.motor_time_constant_falling_s
-        self.c0, self.c1, self.c2 = (float(c) for c in p.thrust_coefficients)
+        self._thrust_coefficients = tuple(float(c) for c in p.thrust_coefficients)
         jx, jy, jz = (float(j) for j in p.inertia_kgm2)
         kw = dict(device=self.device, dtype=dtype)
         # rotor thrusts [B, 4] @ A -> (specific thrust along body z [m/s^2], J^-1 torque [rad/s^2])
@@ -126,19 +145,8 @@ class QuadrotorDynamics:
 
     # ---- public API ---------------------------------------------------------------------------
     def action_to_rotor_speed(self, action: torch.Tensor) -> torch.Tensor:
-        """Rotor-speed setpoint of an action: min + (clip(a, -1, 1) + 1) / 2 * (max - min)."""
-        half = 0.5 * (self._speed_max - self._speed_min)
-        return action.clamp(-1.0, 1.0) * half + (self._speed_min + half)
-
-    def thrust_n(self, rotor_speed: torch.Tensor) -> torch.Tensor:
-        """Per-rotor thrust c0 + c1 w + c2 w^2 [N]."""
-        t = rotor_speed * self.c2
-        if self.c1 != 0.0:
-            t = t + self.c1
-        t = t * rotor_speed
-        if self.c0 != 0.0:
-            t = t + self.c0
-        return t
+        """Rotor-speed setpoint [B, 4] of actions [B, 4]: min + (clip(a, -1, 1) + 1) / 2 * (max - min)."""
+        return rotor_speed_setpoint(action, self._speed_min, self._speed_max)
 
     def hover_state(self, batch: int, position=None) -> torch.Tensor:
         """[batch, 17] states: level, at rest, rotors at the preset's hover speed, at ``position``
@@ -155,7 +163,7 @@ class QuadrotorDynamics:
         b = state.shape[0]
         q = state[:, QUAT]
         speed = state[:, ROTOR]
-        accel = self.thrust_n(speed) @ self._thrust_to_accel  # [B, 4]
+        accel = rotor_thrust_n(speed, self._thrust_coefficients) @ self._thrust_to_accel  # [B, 4]
         bil = (q.unsqueeze(2) * state[:, 3:13].unsqueeze(1)).reshape(b, 40) @ self._quat_bilinear
         omega = state[:, ANGVEL]
         out = torch.empty_like(state)
