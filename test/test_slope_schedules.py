@@ -118,6 +118,8 @@ def test_fixed_never_moves():
 
 def test_parse_slope_spec_kinds_and_base_config_is_kept():
     assert parse_slope_spec("fixed:2.5").k == 2.5
+    wide = parse_slope_spec("fixed:250")
+    assert (wide.k, wide.k_min, wide.k_max) == (250.0, 1.0, 250.0)
     assert parse_slope_spec(" Interval ").kind == "interval"
     base = SlopeScheduleConfig(return_scale=4.0)
     cfg = parse_slope_spec("adaptive", base)

@@ -265,7 +265,8 @@ def make_slope_schedule(cfg: SlopeScheduleConfig) -> SlopeSchedule:
 
 def parse_slope_spec(spec: str, base: SlopeScheduleConfig | None = None) -> SlopeScheduleConfig:
     """CLI spelling -> config: 'fixed:K', 'interval' or 'adaptive'. Other fields come from `base`
-    (for example a YAML-loaded config), or the defaults."""
+    (for example a YAML-loaded config), or the defaults. A fixed K outside [k_min, k_max] widens
+    those bounds to include it (a fixed slope is an experiment's explicit choice)."""
     base = base or SlopeScheduleConfig()
     text = spec.strip().lower() if isinstance(spec, str) else spec
     if text in ("interval", "adaptive"):
