@@ -55,7 +55,8 @@ def rotor_speed_rate(speed, setpoint, inv_tau_rising: float, inv_tau_falling: fl
     diff = setpoint - speed
     if inv_tau_rising == inv_tau_falling:
         return diff * inv_tau_rising
-    return diff * (inv_tau_falling + (inv_tau_rising - inv_tau_falling) * (diff >= 0))
+    # (diff * mask) keeps diff's dtype in torch and numpy (float * bool mask would give float32)
+    return diff * inv_tau_falling + (diff * (diff >= 0)) * (inv_tau_rising - inv_tau_falling)
 
 
 def rotor_speed_setpoint(action, speed_min: float, speed_max: float):
