@@ -30,7 +30,9 @@ Learning-to-Fly simulator, ``multirotor`` in rl-tools / arplaboratory ``learning
   uses 2 acos(1 - z^2) (z the quaternion's z). The public code's action baseline
   2 * 0.334 - 1 = -0.332 is not used: Table 5 states C_rab = 0.667.
 * The reward of a step is scored on the state the action led to (the public code's choice) and
-  on the action itself, clipped to [-1, 1] as the dynamics clip it. A non-finite state scores 0.
+  on the action itself, clipped to [-1, 1] as the dynamics clip it. (A physics step that yields a
+  non-finite state is a crash; the envs then report the drone's last finite state, see
+  batched_env.py, so rewards stay finite.)
 * Curriculum, Table 5 "penalties grow linearly in six steps": ``curriculum_levels`` = 6 levels,
   level = min(floor(progress * 6), 5), coefficient = start + (end - start) * level / 5. Level 0
   (progress < 1/6) is Table 5's start, level 5 (progress >= 5/6) its end.
@@ -215,8 +217,7 @@ def reward(state: torch.Tensor, action: torch.Tensor, target: torch.Tensor,
            coeffs: RewardCoefficients,
            orientation: OrientationCost = "rotation_angle_squared") -> torch.Tensor:
     """Eq. 8 per drone [B] for states [B, 17] (the state the action led to), actions [B, 4] in
-    [-1, 1] and the target [3] or [B, 3] (world m). Non-finite states give NaN here; the envs score
-    them 0 and end their episodes."""
+    [-1, 1] and the target [3] or [B, 3] (world m). A non-finite state gives NaN here."""
     c = coeffs
     return (c.survival
             - c.position * (state[:, POS] - target).square().sum(1)
