@@ -9,6 +9,8 @@ import sys
 # Module names under snn_drone.commands, in the order `--help` lists them.
 COMMANDS = [
     "metrics",
+    "train",
+    "eval",
 ]
 
 

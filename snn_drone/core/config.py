@@ -127,8 +127,17 @@ def _coerce(value: Any, tp, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict, where: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise with the key."""
+def from_dict(cls: type[T], data: dict, where: str = "", source: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise with the key.
+
+    ``where`` prefixes key names (nested sections); ``source`` (a file name) is appended to errors.
+    """
+    if source:
+        try:
+            return from_dict(cls, data, where)
+        except (KeyError, TypeError, ValueError) as e:
+            msg = e.args[0] if e.args else str(e)
+            raise type(e)(f"{msg} (in {source})") from None
     if not isinstance(data, dict):
         raise TypeError(f"config{' ' + where if where else ''}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -160,7 +169,7 @@ def load(cls: type[T], path: str | os.PathLike | None = None, overrides: dict | 
         data.update(load_yaml(path))
     if overrides:
         data.update(overrides)
-    return from_dict(cls, data, where=Path(path).name if path else "")
+    return from_dict(cls, data, source=Path(path).name if path else "")
 
 
 def diff(a, b) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from . import layout
+from . import task
 from .networks import TwinCritic
 from .sequence_replay import Sequences, privileged_history
 
@@ -75,23 +75,25 @@ class Batch(NamedTuple):
     actor_mask: torch.Tensor  # [T, N] bool: valid and t >= warm-up
 
 
-def derive_batch(seqs: Sequences, task, coeffs, actor_inputs: str, warmup: int) -> Batch:
+def derive_batch(seqs: Sequences, task_cfg, coeffs, actor_inputs: str, warmup: int) -> Batch:
     """Observations, privileged observations and rewards of stored sequences, time-major.
 
-    ``task`` is the module holding the task's one definition of each (``snn_drone.core.task``);
-    the reward of step t scores (s_{t+1}, a_t) with the curriculum coefficients ``coeffs``.
+    Uses the task's one definition of each (``snn_drone.core.task``); the reward of step t scores
+    (s_{t+1}, a_t) with the curriculum coefficients ``coeffs`` and ``task_cfg``'s orientation cost.
     """
     n, t1 = seqs.state.shape[:2]
     T = t1 - 1
-    state = seqs.state.transpose(0, 1)                                  # [T+1, N, 17]
-    target = seqs.target[None].expand(t1, n, 3)
-    obs = task.observation(state, target)                               # [T+1, N, 18]
+    flat = seqs.state.transpose(0, 1).reshape(t1 * n, -1)              # time-major, flattened
+    target = seqs.target.repeat(t1, 1)                                  # [(T+1) N, 3]
+    obs = task.observation(flat, target)                                # [(T+1) N, 18]
     hist = privileged_history(seqs.history0, seqs.action).transpose(0, 1)  # [T+1, N, H, 4]
-    priv = task.privileged_observation(obs, hist)                      # [T+1, N, 146]
-    action = seqs.action.transpose(0, 1)
-    reward = task.reward(state[1:], action, target[1:], coeffs)         # [T, N]
+    priv = task.privileged_observation(obs, hist.reshape(t1 * n, *hist.shape[2:]))
+    action = seqs.action.transpose(0, 1)                                # [T, N, 4]
+    reward = task.reward(flat[n:], action.reshape(T * n, -1), target[n:], coeffs,
+                         task_cfg.orientation_cost).reshape(T, n)
     valid = seqs.valid.transpose(0, 1)
     steps = torch.arange(T, device=valid.device)[:, None]
+    obs, priv = obs.reshape(t1, n, -1), priv.reshape(t1, n, -1)
     return Batch(
         actor_obs=priv if actor_inputs == "privileged" else obs,
         priv_obs=priv,

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from . import layout
+from .validation import check_array
 
 
 def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation=nn.ReLU) -> nn.Sequential:
@@ -61,7 +62,9 @@ class MLPPolicy(nn.Module):
     def reset_state(self, state, mask):
         return None
 
-    def step(self, obs: torch.Tensor, state=None):
+    def step(self, obs: torch.Tensor, state=None, validate: bool = True):
+        if validate:
+            check_array("obs", obs, (None, self.cfg.in_dim))
         return self.forward(obs), None
 
     def forward_sequence(self, obs: torch.Tensor, state=None):

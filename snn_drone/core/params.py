@@ -100,4 +100,4 @@ def load_preset(name_or_path: str = DEFAULT_PRESET) -> QuadrotorParams:
             raise FileNotFoundError(f"unknown preset '{name_or_path}'; available: {available_presets()}")
     data = config.load_yaml(p)
     data.setdefault("name", p.stem)
-    return config.from_dict(QuadrotorParams, data, where=p.name)
+    return config.from_dict(QuadrotorParams, data, source=str(p))

@@ -1,0 +1,136 @@
+"""Flying policies in the batched env: jump-start training rollouts and deployment evaluation.
+
+Both use the one hand-over rule of ``jsrl.jump_start_action``: the guide flies an episode's first
+steps while the actor runs on the same states to warm its hidden state, then the actor flies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import task
+from .batched_env import BatchedHoverEnv
+from .jsrl import jump_start_action
+from .layout import ACTION_DIM, POS
+from .sequence_replay import EpisodeSlicer, SequenceConfig, Sequences
+
+
+def actor_input(actor, obs: torch.Tensor, priv: torch.Tensor) -> torch.Tensor:
+    """The observation an actor reads: the 146-value privileged one or the 18-value one."""
+    return priv if getattr(actor, "inputs", "observation") == "privileged" else obs
+
+
+def _act(actor, x: torch.Tensor, state):
+    """One control step of any actor (spiking: stateful; MLP: stateless); inputs come from the env."""
+    return actor.step(x, state, validate=False)
+
+
+class JumpStartRollout:
+    """Flies the env's B drones with the jump-start mux and cuts what is flown into sequences.
+
+    Episodes continue across :meth:`collect` calls; the actor's hidden state is reset per drone
+    whenever its episode restarts.
+    """
+
+    def __init__(self, env: BatchedHoverEnv, actor, guide, seq_cfg: SequenceConfig,
+                 noise_std: float, generator: torch.Generator):
+        self.env, self.actor, self.guide = env, actor, guide
+        self.noise_std, self.generator = noise_std, generator
+        self.slicer = EpisodeSlicer(env.num_drones, env.cfg.episode_steps, seq_cfg, device=env.device)
+        self.obs = env.reset()
+        self.actor_state = actor.init_state(env.num_drones, device=env.device)
+        self.env_steps = 0
+
+    @torch.no_grad()
+    def collect(self, steps: int, guide_steps: int, guide_noise: float = 0.0) -> tuple[Sequences | None, dict]:
+        """Fly ``steps`` control steps of all drones; return the completed sequences and the
+        returns/lengths of the episodes that ended. ``guide_noise`` adds N(0, std) to the guide's
+        executed actions (the stored BC target stays the guide's own action)."""
+        env, b = self.env, self.env.num_drones
+        target = env.target.expand(b, 3)
+        out, returns, lengths = [], [], []
+        zeros = torch.zeros(b, ACTION_DIM, device=env.device)
+        for _ in range(steps):
+            state, hist = env.state.clone(), env.action_history
+            priv = task.privileged_observation(self.obs, hist)
+            a_actor, self.actor_state = _act(self.actor, actor_input(self.actor, self.obs, priv), self.actor_state)
+            a_guide = self.guide(priv) if self.guide is not None else zeros
+            a_flown = a_guide
+            if guide_noise > 0:
+                noise = torch.randn(a_guide.shape, generator=self.generator).to(a_guide)
+                a_flown = (a_guide + guide_noise * noise).clamp(-1.0, 1.0)
+            a = jump_start_action(env.steps, guide_steps, a_flown, a_actor, self.noise_std, self.generator)
+            self.obs, _, term, trunc, info = env.step(a)
+            seqs = self.slicer.record(state, a, a_guide, info["next_state"], term, trunc, hist, target)
+            if seqs is not None:
+                out.append(seqs)
+            done = info["done"]
+            if bool(done.any()):
+                self.actor_state = self.actor.reset_state(self.actor_state, done)
+                returns += info["episode_return"][done].tolist()
+                lengths += info["episode_length"][done].tolist()
+        self.env_steps += steps * b
+        return (Sequences.cat(out) if out else None), {"returns": returns, "lengths": lengths}
+
+
+@dataclass
+class EvalResult:
+    """Deployment evaluation over N episodes, scored with the end-of-curriculum coefficients."""
+
+    returns: np.ndarray            # [N]
+    lengths: np.ndarray            # [N] steps flown before the episode ended (crash or 500)
+    crashed: np.ndarray            # [N] bool
+    position_error_m: np.ndarray   # [N] mean |p - target| over the steps flown
+    trajectories: np.ndarray = field(repr=False, default=None)  # [T+1, N, 3] positions (world m)
+
+    @property
+    def mean_return(self) -> float:
+        return float(self.returns.mean())
+
+    def summary(self) -> dict[str, float]:
+        return {"return_mean": float(self.returns.mean()), "return_std": float(self.returns.std()),
+                "length_mean": float(self.lengths.mean()), "crash_rate": float(self.crashed.mean()),
+                "position_error_m": float(self.position_error_m.mean())}
+
+
+@torch.no_grad()
+def evaluate(actor, guide, env: BatchedHoverEnv, guide_steps: int, seed: int = 12345) -> EvalResult:
+    """Fly one episode per drone of ``env`` (autoreset off, progress 1.0) the way the actor is
+    deployed: the guide flies the first ``guide_steps`` steps (the warm-up), the actor the rest,
+    no exploration noise. Each drone's return sums Eq. 8 until its episode ends."""
+    if env.autoreset:
+        raise ValueError("evaluate needs an env built with autoreset=False")
+    if guide_steps > 0 and guide is None:
+        raise ValueError(f"evaluation hands over after {guide_steps} guide steps but no guide was given")
+    env.set_progress(1.0)
+    obs = env.reset(seed=seed)
+    n, T = env.num_drones, env.cfg.episode_steps
+    state = actor.init_state(n, device=env.device)
+    alive = torch.ones(n, dtype=torch.bool, device=env.device)
+    ret = torch.zeros(n, device=env.device)
+    length = torch.zeros(n, dtype=torch.long, device=env.device)
+    crashed = torch.zeros(n, dtype=torch.bool, device=env.device)
+    err_sum = torch.zeros(n, device=env.device)
+    traj = [env.state[:, POS].clone()]
+    zeros = torch.zeros(n, ACTION_DIM, device=env.device)
+    for _ in range(T):
+        priv = task.privileged_observation(obs, env.action_history)
+        a_actor, state = _act(actor, actor_input(actor, obs, priv), state)
+        a_guide = guide(priv) if guide is not None else zeros
+        a = jump_start_action(env.steps, guide_steps, a_guide, a_actor)
+        obs, r, term, trunc, info = env.step(a)
+        pos = info["next_state"][:, POS]
+        ret += torch.where(alive, r, 0.0)
+        err_sum += torch.where(alive, (pos - env.target).norm(dim=1), 0.0)
+        length += alive.long()
+        crashed |= alive & term
+        traj.append(torch.where(alive[:, None], pos, traj[-1]))
+        alive &= ~(term | trunc)
+        if not bool(alive.any()):
+            break
+    return EvalResult(returns=ret.cpu().numpy(), lengths=length.cpu().numpy(),
+                      crashed=crashed.cpu().numpy(),
+                      position_error_m=(err_sum / length.clamp_min(1)).cpu().numpy(),
+                      trajectories=torch.stack(traj).cpu().numpy())

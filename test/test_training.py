@@ -1,0 +1,85 @@
+"""The training loop with real envs, real networks and real files: artefacts, resume, kill -9, bad configs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from snn_drone.core.checkpoint import load_policy
+from snn_drone.core.spiking_actor import SpikingActor
+from snn_drone.core.training import Trainer, load_train_config
+
+# A tiny online TD3 run of the spiking actor (no guide needed): seconds on 2 cores.
+TINY = {
+    "algo": "td3", "num_drones": 8, "epochs": 4, "steps_per_epoch": 30, "updates_per_epoch": 2,
+    "batch_sequences": 4, "min_replay_sequences": 2, "eval_every": 2, "eval_episodes": 4,
+    "threads": 1,
+    "snn.hidden": [16, 8], "sequences.length": 20, "sequences.stride": 10, "sequences.warmup": 5,
+    "sequences.capacity_transitions": 10000, "learner.warmup": 5,
+}
+
+
+def _cfg(**over):
+    return load_train_config(None, {**TINY, **over})
+
+
+def test_short_run_writes_metrics_checkpoints_plots_and_loadable_actors(tmp_path):
+    tr = Trainer(_cfg(), tmp_path, progress=False, log=lambda *_: None)
+    history = tr.run()
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert tr.learner.updates > 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all("eval_return" in r for r in rows if r["epoch"] in (2, 4))
+    assert {"critic_loss", "slope", "lambda_bc", "env_steps"} <= set(rows[-1])
+    for f in ("checkpoint.pt", "actor_last.pt", "actor_best.pt", "training.png", "config.yaml"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    actor = load_policy(tmp_path / "actor_last.pt")
+    assert isinstance(actor, SpikingActor) and actor.cfg.hidden == (16, 8)
+    assert list((tmp_path / "tb").iterdir())  # TensorBoard event file
+
+
+def test_resume_continues_from_the_checkpoint_and_rejects_a_different_config(tmp_path):
+    Trainer(_cfg(epochs=2), tmp_path, progress=False, log=lambda *_: None).run()
+    tr = Trainer(_cfg(epochs=4), tmp_path, resume=True, progress=False, log=lambda *_: None)
+    assert tr.epoch == 2 and len(tr.replay) > 0 and tr.learner.updates > 0
+    updates_before = tr.learner.updates
+    tr.run()
+    assert tr.epoch == 4 and tr.learner.updates > updates_before
+    assert [r["epoch"] for r in tr.history] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"learner\.alpha: 2\.0 != 3\.0"):
+        Trainer(_cfg(epochs=4, **{"learner.alpha": 3.0}), tmp_path, resume=True, progress=False)
+
+
+def test_config_errors_name_the_key_and_expected_type():
+    with pytest.raises(KeyError, match="learner.alpa"):
+        load_train_config(None, {"learner.alpa": 1.0})
+    with pytest.raises(TypeError, match="'num_drones': expected int"):
+        load_train_config(None, {"num_drones": "many"})
+    with pytest.raises(ValueError, match="not one of"):
+        load_train_config(None, {"algo": "ppo"})
+
+
+def test_kill_9_at_any_moment_leaves_a_resumable_run(tmp_path):
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in {**TINY, "epochs": 400, "checkpoint_every_s": 0.0}.items()]
+    cmd = [sys.executable, "-m", "snn_drone.cli", "train", "--out", str(tmp_path), "--no-progress", *sets]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not ckpt.exists() or ckpt.stat().st_mtime == 0):
+        time.sleep(0.2)
+    assert ckpt.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no checkpoint in 120 s"
+    time.sleep(1.5)  # let it write a few more checkpoints, then kill it mid-flight
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    sd = torch.load(ckpt, weights_only=False)  # never torn
+    done = sd["epoch"]
+    assert done >= 1
+    tr = Trainer(_cfg(epochs=done + 1), tmp_path, resume=True, progress=False, log=lambda *_: None)
+    assert tr.epoch == done
+    tr.run()
+    assert torch.load(ckpt, weights_only=False)["epoch"] == done + 1
