@@ -9,6 +9,7 @@ import sys
 # Module names under snn_drone.commands, in the order `--help` lists them.
 COMMANDS = [
     "metrics",
+    "simulate",
     "train",
     "eval",
 ]

@@ -19,10 +19,11 @@ positions run ahead of the trapezoid-rule integral of its own velocities by (h /
 an O(h) offset that does not grow with time. The world reports the trapezoid-rule position
 (second order), ``x_pybullet - h / 2 * (v - v_at_reset)``; the body in pybullet (GUI, contacts)
 keeps its own position, which differs by at most a few millimetres.
-Measured over 1 s of commands hover_action + 0.01 N(0, 1) from hover at 1 m (float64 batched
-model as reference): position error 0.20 mm (cf21_paper) and 0.04 mm (cf21_l2f2) with
-substeps=1, ten times less with substeps=10; without the trapezoid correction it is ~10 mm at
-substeps=1, and ~50 substeps would be needed for 1 mm.
+Measured over 1 s of commands hover_action + 0.01 N(0, 1) from hover at 1 m, 4 drones, float64
+batched model as reference (test_pybullet_world.py): position error 0.15 mm (cf21_paper) and
+0.04 mm (cf21_l2f2) with substeps=1, ten times less with substeps=10. Without the trapezoid
+correction the raw pybullet positions are off by 18 / 10 mm (1 substep), 1.8 / 1.0 mm (10) and
+0.37 / 0.20 mm (50): sub-millimetre raw agreement would cost ~50x the run time.
 
 Drones do not collide with each other (collision filter groups), only with the ground plane: the
 world is a batch of independent simulations like the batched model.
@@ -41,12 +42,15 @@ _DRONE_GROUP, _GROUND_GROUP = 2, 1
 _BOX_HALF_EXTENTS_M = (0.046, 0.046, 0.015)  # motor-to-motor ~92 mm, ~30 mm tall
 
 
-_ZERO3, _IDENTITY_XYZW = (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)
-
-
 def _rotate(q_xyzw, v) -> tuple:
-    """R(q) v for one pybullet quaternion (x, y, z, w) and one 3-vector (pybullet's C maths)."""
-    return p.multiplyTransforms(_ZERO3, q_xyzw, v, _IDENTITY_XYZW)[0]
+    """R(q) v for one quaternion (x, y, z, w) and one 3-vector, in plain floats (per drone, this is
+    faster than numpy on tiny arrays): v + 2 w (u x v) + 2 u x (u x v), u = (x, y, z)."""
+    x, y, z, w = q_xyzw
+    vx, vy, vz = v
+    tx, ty, tz = 2.0 * (y * vz - z * vy), 2.0 * (z * vx - x * vz), 2.0 * (x * vy - y * vx)
+    return (vx + w * tx + y * tz - z * ty,
+            vy + w * ty + z * tx - x * tz,
+            vz + w * tz + x * ty - y * tx)
 
 
 class PybulletWorld:
