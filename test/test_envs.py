@@ -70,6 +70,9 @@ def test_autoreset_resets_only_the_finished_drone_and_reports_its_episode():
     assert (obs[3, POS] .abs() <= 0.2 + 1e-6).all()
     assert torch.equal(obs[:3], info["next_obs"][:3])
     assert torch.equal(hist[3], task.initial_action_history(env.state[3:4], PARAMS)[0])
+    # privileged views: the final one still holds the action just taken, the new one the fill
+    assert torch.allclose(info["next_privileged_obs"][3, -4:], a[3])
+    assert torch.equal(env.privileged_obs()[3, 18:], hist[3].reshape(-1))
 
 
 def test_vector_env_reports_final_observations_only_for_finished_drones():

@@ -95,7 +95,9 @@ class BatchedHoverEnv:
         kw = dict(device=self.device, dtype=dtype)
         self.state = torch.zeros(b, STATE_DIM, **kw)
         """Live states [B, 17] of the drones (layout.py); tests may edit it in place."""
-        self._history = torch.zeros(b, L, ACTION_DIM, **kw)  # ring buffer, oldest at _head
+        # action history: a ring buffer written twice (at k and k + L) so that the last L actions,
+        # oldest first, are always the contiguous window [_head, _head + L) without copying
+        self._history2 = torch.zeros(b, 2 * L, ACTION_DIM, **kw)
         self._head = 0
         self.steps = torch.zeros(b, dtype=torch.long, device=self.device)
         """Steps taken in each drone's current episode."""
@@ -111,10 +113,16 @@ class BatchedHoverEnv:
         self.progress = float(progress)
 
     # ---- observations -------------------------------------------------------------------------
+    def _history_view(self) -> torch.Tensor:
+        return self._history2[:, self._head:self._head + self.cfg.action_history_length]
+
     @property
     def action_history(self) -> torch.Tensor:
         """The last L actions [B, L, 4], oldest first (a copy)."""
-        return torch.roll(self._history, shifts=-self._head, dims=1)
+        return self._history_view().clone()
+
+    def _fill_history(self, rows, state: torch.Tensor) -> None:
+        self._history2[rows] = task.initial_action_history(state, self.params, self.cfg).repeat(1, 2, 1)
 
     def obs(self) -> torch.Tensor:
         """Current observations [B, 18]."""
@@ -122,7 +130,7 @@ class BatchedHoverEnv:
 
     def privileged_obs(self) -> torch.Tensor:
         """Current privileged observations [B, 18 + 4 L] (observation + action history)."""
-        return task.privileged_observation(self.obs(), self.action_history)
+        return task.privileged_observation(self.obs(), self._history_view())
 
     # ---- episodes -----------------------------------------------------------------------------
     def reset(self, seed: int | None = None, state=None) -> torch.Tensor:
@@ -137,8 +145,8 @@ class BatchedHoverEnv:
             check_array("state", state, (self.num_drones, STATE_DIM), STATE_FIELDS)
             new = torch.as_tensor(state).to(device=self.device, dtype=self.dtype)
         self.state = new.clone()
-        self._history = task.initial_action_history(self.state, self.params, self.cfg)
         self._head = 0
+        self._fill_history(slice(None), self.state)
         self.steps.zero_()
         self.episode_return.zero_()
         if self._world is not None:
@@ -149,7 +157,7 @@ class BatchedHoverEnv:
         """Autoreset: new initial states for the drones ``rows`` (1-D long tensor) only."""
         new = task.sample_initial_state(rows.numel(), self.generator, self.params, self.cfg, self.dtype)
         self.state[rows] = new
-        self._history[rows] = task.initial_action_history(new, self.params, self.cfg)
+        self._fill_history(rows, new)
         self.steps[rows] = 0
         self.episode_return[rows] = 0.0
         if self._world is not None:  # the world resets all drones; the others get their own state
@@ -179,9 +187,11 @@ class BatchedHoverEnv:
             nxt = torch.where(nonfinite.unsqueeze(1), last, nxt)
         rew = task.reward(nxt, a, self.target, self.coeffs, self.cfg.orientation_cost)
         term = task.terminated(nxt, self.target, self.cfg) | nonfinite
-        # the action enters the history: overwrite the oldest entry
-        self._history[:, self._head] = a
-        self._head = (self._head + 1) % self.cfg.action_history_length
+        # the action enters the history: overwrite the oldest entry (in both copies)
+        L = self.cfg.action_history_length
+        self._history2[:, self._head] = a
+        self._history2[:, self._head + L] = a
+        self._head = (self._head + 1) % L
         self.state = nxt
         self.steps += 1
         self.episode_return += rew
@@ -190,17 +200,20 @@ class BatchedHoverEnv:
         next_obs = self.obs()
         info = {
             "next_obs": next_obs,
-            "next_privileged_obs": task.privileged_observation(next_obs, self.action_history),
+            "next_privileged_obs": task.privileged_observation(next_obs, self._history_view()),
             "next_state": nxt.clone(),
             "done": done,
             "nonfinite": nonfinite,
             "episode_return": self.episode_return.clone(),
             "episode_length": self.steps.clone(),
         }
+        obs = next_obs
         if self.autoreset and bool(done.any()):
-            self._reset_rows(done.nonzero().squeeze(1))
-            next_obs = self.obs()
-        return next_obs, rew, term, trunc, info
+            rows = done.nonzero().squeeze(1)
+            self._reset_rows(rows)
+            obs = next_obs.clone()
+            obs[rows] = task.observation(self.state[rows], self.target)
+        return obs, rew, term, trunc, info
 
     def close(self) -> None:
         if self._world is not None:
