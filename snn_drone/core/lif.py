@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from . import lif_kernels
 from .surrogate import spike
 
 
@@ -46,18 +47,12 @@ class _LIFSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current: Tensor, mem0: Tensor, beta: Tensor, threshold: Tensor, slope: Tensor):
         steps = current.shape[0]
-        mem_trace = torch.empty_like(current)
-        spikes = torch.empty_like(current)
         reset0 = (mem0 > threshold).to(current.dtype)
-        mem, reset = mem0, reset0
-        for t in range(steps):
-            u = mem_trace[t]
-            # Same operation order as snntorch (beta*U + I, then - r*U_thr): identical spikes.
-            torch.mul(beta, mem, out=u)
-            u.add_(current[t])
-            u.sub_(reset * threshold)
-            torch.gt(u, threshold, out=spikes[t])
-            mem, reset = u, spikes[t]
+        mem0 = mem0.contiguous()
+        if steps and lif_kernels.usable(current, mem0, beta, threshold):
+            mem_trace, spikes = lif_kernels.forward(current, mem0, beta, threshold)
+        else:
+            mem_trace, spikes = _forward_torch(current, mem0, reset0, beta, threshold)
         ctx.save_for_backward(mem_trace, spikes, mem0, reset0, beta, threshold, slope.detach().clone())
         last = mem_trace[-1].clone() if steps else mem0.clone()
         return spikes, last
@@ -71,31 +66,57 @@ class _LIFSequence(torch.autograd.Function):
             return (torch.zeros_like(mem_trace), grad_last if need_mem0 else None,
                     torch.zeros_like(beta) if need_beta else None,
                     torch.zeros_like(threshold) if need_threshold else None, None)
-        # a[t] = dL/ds[t] * dS/dx at x = U[t] - U_thr, in snntorch's expression.
-        a = torch.sub(mem_trace, threshold)
-        a.abs_().mul_(slope).add_(1.0).square_()
-        torch.div(grad_spikes, a, out=a)
-        # Reverse time: g[t] = a[t] + beta g[t+1]; g[T-1] also receives the last-state gradient.
-        g = torch.empty_like(mem_trace)
-        nxt = grad_last
-        for t in range(steps - 1, -1, -1):
-            torch.mul(beta, nxt, out=g[t])
-            g[t].add_(a[t])
-            nxt = g[t]
-        n = beta.shape[-1]
-        grad_mem0 = beta * g[0] if need_mem0 else None
-        grad_beta = grad_threshold = None
-        if need_beta:
-            # dL/dbeta = sum_t g[t] U[t-1]  (U[-1] = the initial membrane)
-            grad_beta = (g[0] * mem0).reshape(-1, n).sum(0)
-            if steps > 1:
-                grad_beta += (g[1:] * mem_trace[:-1]).reshape(-1, n).sum(0)
-        if need_threshold:
-            # dL/dU_thr = -sum_t a[t] - sum_t g[t] r[t]  (spike term and reset term)
-            grad_threshold = -a.reshape(-1, n).sum(0) - (g[0] * reset0).reshape(-1, n).sum(0)
-            if steps > 1:
-                grad_threshold -= (g[1:] * spikes[:-1]).reshape(-1, n).sum(0)
-        return (g if need_current else None), grad_mem0, grad_beta, grad_threshold, None
+        if lif_kernels.usable(mem_trace, spikes, mem0, beta, threshold):
+            grad_cur, grad_mem0, grad_beta, grad_threshold = lif_kernels.backward(
+                mem_trace, spikes, mem0, grad_spikes.contiguous(), grad_last.contiguous(), beta,
+                threshold, float(slope))
+        else:
+            grad_cur, grad_mem0, grad_beta, grad_threshold = _backward_torch(
+                mem_trace, spikes, mem0, reset0, grad_spikes, grad_last, beta, threshold, slope)
+        return (grad_cur if need_current else None, grad_mem0 if need_mem0 else None,
+                grad_beta if need_beta else None, grad_threshold if need_threshold else None, None)
+
+
+def _forward_torch(current, mem0, reset0, beta, threshold):
+    """The forward time loop in torch ops (any device, any float dtype)."""
+    mem_trace = torch.empty_like(current)
+    spikes = torch.empty_like(current)
+    mem, reset = mem0, reset0
+    for t in range(current.shape[0]):
+        u = mem_trace[t]
+        # Same operation order as snntorch (beta*U + I, then - r*U_thr): identical spikes.
+        torch.mul(beta, mem, out=u)
+        u.add_(current[t])
+        u.addcmul_(reset, threshold, value=-1)  # r in {0, 1}: exactly u - r*U_thr
+        torch.gt(u, threshold, out=spikes[t])
+        mem, reset = u, spikes[t]
+    return mem_trace, spikes
+
+
+def _backward_torch(mem_trace, spikes, mem0, reset0, grad_spikes, grad_last, beta, threshold, slope):
+    """The reverse-time recurrence in torch ops: (dL/dI, dL/dU0, dL/dbeta, dL/dU_thr)."""
+    steps, n = mem_trace.shape[0], beta.shape[-1]
+    # a[t] = dL/ds[t] * dS/dx at x = U[t] - U_thr, in snntorch's expression.
+    a = torch.sub(mem_trace, threshold)
+    a.abs_().mul_(slope).add_(1.0).square_()
+    torch.div(grad_spikes, a, out=a)
+    # Reverse time: g[t] = beta g[t+1] + a[t]; g[T-1] = dL/dU[T-1] from the returned state + a[T-1].
+    g = torch.empty_like(mem_trace)
+    torch.add(grad_last, a[-1], out=g[-1])
+    nxt = g[-1]
+    for t in range(steps - 2, -1, -1):
+        torch.mul(beta, nxt, out=g[t])
+        g[t].add_(a[t])
+        nxt = g[t]
+    grad_mem0 = beta * g[0]
+    # dL/dbeta = sum_t g[t] U[t-1]  (U[-1] = the initial membrane)
+    grad_beta = (g[0] * mem0).reshape(-1, n).sum(0)
+    # dL/dU_thr = -sum_t a[t] - sum_t g[t] r[t]  (spike term and reset term, r[t] = s[t-1])
+    grad_threshold = -a.reshape(-1, n).sum(0) - (g[0] * reset0).reshape(-1, n).sum(0)
+    if steps > 1:
+        grad_beta += (g[1:] * mem_trace[:-1]).reshape(-1, n).sum(0)
+        grad_threshold -= (g[1:] * spikes[:-1]).reshape(-1, n).sum(0)
+    return g, grad_mem0, grad_beta, grad_threshold
 
 
 def lif_sequence(current: Tensor, state: LIFState, beta: Tensor, threshold: Tensor,
