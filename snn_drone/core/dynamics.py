@@ -93,7 +93,7 @@ def rotor_speed_rk4(speed, setpoint, dt_s: float, inv_tau_rising: float, inv_tau
 
 
 def _quaternion_bilinear_tensor() -> torch.Tensor:
-    """C[j, k, i] with out_i = sum_jk C[j, k, i] q_j y_k, y = (q, v, omega) = state[3:13].
+    """C[j * 10 + k, i] with out_i = sum_jk C[j, k, i] q_j y_k, y = (q, v, omega) = state[3:13].
 
     out[0:4] = d(q)/dt = 0.5 q (x) (0, omega); out[4:7] = R(q) e_z - e_z, i.e. the third column
     of the rotation matrix less its constant part (l2f's rotate_vector_by_quaternion form).
@@ -128,19 +128,20 @@ class QuadrotorDynamics:
         self._thrust_coefficients = tuple(float(c) for c in p.thrust_coefficients)
         jx, jy, jz = (float(j) for j in p.inertia_kgm2)
         kw = dict(device=self.device, dtype=dtype)
-        # rotor thrusts [B, 4] @ A -> (specific thrust along body z [m/s^2], J^-1 torque [rad/s^2])
+        # Internally the state is held transposed, [17, B]: each component is a contiguous row,
+        # and the two matrix products below run as [small, k] @ [k, B] (about 2x faster on CPU
+        # than the [B, 17] layout). Column b of every product depends on drone b alone.
+        # rotor thrusts [4, B] -> A @ T = (specific thrust along body z [m/s^2], J^-1 torque [rad/s^2])
         a = torch.zeros(4, 4, dtype=torch.float64)
         for i, ((rx, ry, _), d) in enumerate(zip(p.rotor_positions_m, p.rotor_torque_directions)):
-            a[i] = torch.tensor([1.0 / p.mass_kg, ry / jx, -rx / jy, d * p.torque_constant_m / jz],
-                                dtype=torch.float64)
+            a[:, i] = torch.tensor([1.0 / p.mass_kg, ry / jx, -rx / jy, d * p.torque_constant_m / jz],
+                                   dtype=torch.float64)
         self._thrust_to_accel = a.to(**kw)
-        self._quat_bilinear = _quaternion_bilinear_tensor().to(**kw)
+        self._quat_bilinear = _quaternion_bilinear_tensor().T.contiguous().to(**kw)  # [7, 40]
         # -(omega x J omega) / J, per axis: coefficient * omega_{i+1} * omega_{i+2}
-        self._gyro = torch.tensor([(jy - jz) / jx, (jz - jx) / jy, (jx - jy) / jz], **kw)
-        self._e_z = torch.tensor([0.0, 0.0, 1.0], **kw)
-        self._gravity = torch.tensor([0.0, 0.0, -p.gravity_mps2], **kw)
-        self._perm1 = torch.tensor([1, 2, 0], device=self.device)
-        self._perm2 = torch.tensor([2, 0, 1], device=self.device)
+        self._gyro = torch.tensor([[(jy - jz) / jx], [(jz - jx) / jy], [(jx - jy) / jz]], **kw)
+        self._e_z = torch.tensor([[0.0], [0.0], [1.0]], **kw)
+        self._gravity = torch.tensor([[0.0], [0.0], [-p.gravity_mps2]], **kw)
         self._speed_min = float(p.rotor_speed_min)
         self._speed_max = float(p.rotor_speed_max)
 
@@ -161,21 +162,21 @@ class QuadrotorDynamics:
 
     def state_derivative(self, state: torch.Tensor, setpoint: torch.Tensor) -> torch.Tensor:
         """d(state)/dt [B, 17] for states [B, 17] and rotor-speed setpoints [B, 4]."""
-        b = state.shape[0]
-        q = state[:, QUAT]
-        speed = state[:, ROTOR]
-        accel = rotor_thrust_n(speed, self._thrust_coefficients) @ self._thrust_to_accel  # [B, 4]
-        bil = (q.unsqueeze(2) * state[:, 3:13].unsqueeze(1)).reshape(b, 40) @ self._quat_bilinear
-        omega = state[:, ANGVEL]
-        out = torch.empty_like(state)
-        out[:, POS] = state[:, VEL]
-        out[:, QUAT] = bil[:, 0:4]
-        # R e_z * thrust/m - g e_z, with R e_z = bil[:, 4:7] + e_z
-        out[:, VEL] = torch.addcmul(self._gravity, bil[:, 4:7] + self._e_z, accel[:, 0:1])
-        out[:, ANGVEL] = torch.addcmul(accel[:, 1:4], omega[:, self._perm1] * omega[:, self._perm2],
-                                       self._gyro)
-        out[:, ROTOR] = rotor_speed_rate(speed, setpoint, self.inv_tau_rising, self.inv_tau_falling)
-        return out
+        return self._derivative_t(state.T.contiguous(), setpoint.T.contiguous()).T.contiguous()
+
+    def _derivative_t(self, xt: torch.Tensor, setpoint_t: torch.Tensor) -> torch.Tensor:
+        """d(state)/dt [17, B] for transposed states [17, B] and setpoints [4, B]."""
+        speed, omega = xt[ROTOR], xt[ANGVEL]
+        accel = self._thrust_to_accel @ rotor_thrust_n(speed, self._thrust_coefficients)  # [4, B]
+        # q (x) (q, v, omega) -> (dq/dt, R e_z - e_z)
+        bil = self._quat_bilinear @ (xt[QUAT].unsqueeze(1) * xt[3:13].unsqueeze(0)).reshape(40, -1)
+        gyro = torch.stack((omega[1] * omega[2], omega[2] * omega[0], omega[0] * omega[1]))
+        return torch.cat((
+            xt[VEL],
+            bil[0:4],
+            torch.addcmul(self._gravity, bil[4:7] + self._e_z, accel[0:1]),  # R e_z T/m - g e_z
+            torch.addcmul(accel[1:4], gyro, self._gyro),
+            rotor_speed_rate(speed, setpoint_t, self.inv_tau_rising, self.inv_tau_falling)))
 
     def step(self, state: torch.Tensor, action: torch.Tensor, validate: bool = True) -> torch.Tensor:
         """Next states [B, 17] after one dt of RK4 under actions [B, 4] in [-1, 1].
@@ -187,18 +188,19 @@ class QuadrotorDynamics:
             check_array("action", action, (state.shape[0], ACTION_DIM), ACTION_FIELDS)
             state = torch.as_tensor(state, device=self.device, dtype=self.dtype)
             action = torch.as_tensor(action, device=self.device, dtype=self.dtype)
-        setpoint = self.action_to_rotor_speed(action)
+        x = state.T.contiguous()
+        setpoint = self.action_to_rotor_speed(action).T.contiguous()
         dt = self.dt_s
-        f = self.state_derivative
-        k1 = f(state, setpoint)
-        k2 = f(torch.add(state, k1, alpha=0.5 * dt), setpoint)
+        f = self._derivative_t
+        k1 = f(x, setpoint)
+        k2 = f(torch.add(x, k1, alpha=0.5 * dt), setpoint)
         acc = torch.add(k1, k2, alpha=2.0)
-        k3 = f(torch.add(state, k2, alpha=0.5 * dt), setpoint)
+        k3 = f(torch.add(x, k2, alpha=0.5 * dt), setpoint)
         acc.add_(k3, alpha=2.0)
-        k4 = f(torch.add(state, k3, alpha=dt), setpoint)
+        k4 = f(torch.add(x, k3, alpha=dt), setpoint)
         acc.add_(k4)
-        nxt = torch.add(state, acc, alpha=dt / 6.0)
-        q = nxt[:, QUAT]
-        nxt[:, QUAT] = q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
-        nxt[:, ROTOR] = nxt[:, ROTOR].clamp(self._speed_min, self._speed_max)
-        return nxt
+        nxt = torch.add(x, acc, alpha=dt / 6.0)
+        q = nxt[QUAT]
+        nxt[QUAT] = q / torch.linalg.vector_norm(q, dim=0, keepdim=True)
+        nxt[ROTOR] = nxt[ROTOR].clamp(self._speed_min, self._speed_max)
+        return nxt.T.contiguous()
