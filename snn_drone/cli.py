@@ -12,6 +12,7 @@ COMMANDS = [
     "simulate",
     "train",
     "eval",
+    "analyze_gradients",
 ]
 
 
