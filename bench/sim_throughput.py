@@ -4,13 +4,15 @@ pybullet world with 1 and 64 drones (substeps=1, the default; also 1 drone with 
 the batched torch model (float32, CPU, validate=False as in the training loop) at B = 1, 64,
 1024 and 4096, all in the same run. Each figure is the best of three timed runs of ~0.5 s.
 Goals (issue 2): batched B=4096 >= 1e6 steps/s; one pybullet drone >= 2e4 steps/s.
+With --compile it also times the torch.compile'd model at B = 1 and 4096 and its compile time.
 The last line is `name=value ...`.
 
-    .venv/bin/python bench/sim_throughput.py [--preset cf21_paper] [--seconds 0.5]
+    .venv/bin/python bench/sim_throughput.py [--preset cf21_paper] [--seconds 0.5] [--compile]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -52,8 +54,8 @@ def bench_pybullet(params, n: int, seconds: float, substeps: int = 1) -> float:
         return _best_rate(lambda: world.step(actions), n, seconds)
 
 
-def bench_batched(params, batch: int, seconds: float) -> float:
-    dyn = QuadrotorDynamics(params, dtype=torch.float32)
+def bench_batched(params, batch: int, seconds: float, compile: bool = False) -> float:
+    dyn = QuadrotorDynamics(params, dtype=torch.float32, compile=compile)
     state = [dyn.hover_state(batch, [0.0, 0.0, 1.0])]
     actions = torch.as_tensor(_random_walk_actions(params, batch, np.random.default_rng(0)),
                               dtype=torch.float32)
@@ -68,20 +70,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="cf21_paper")
     ap.add_argument("--seconds", type=float, default=0.5, help="length of each timed run")
+    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd model")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (0: torch's default). With other processes busy on "
+                         "the same cores, 2 OpenMP threads stall on every parallel op; 1 does not")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     params = load_preset(args.preset)
-    print(f"preset {params.name}, torch {torch.__version__}, {torch.get_num_threads()} torch threads")
+    print(f"preset {params.name}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other work skews timings)")
     res = {}
     res["pybullet_1"] = bench_pybullet(params, 1, args.seconds)
     res["pybullet_64"] = bench_pybullet(params, 64, args.seconds)
     res["pybullet_1_substeps10"] = bench_pybullet(params, 1, args.seconds, substeps=10)
     for b in (1, 64, 1024, 4096):
         res[f"batched_{b}"] = bench_batched(params, b, args.seconds)
+    if args.compile:
+        t0 = time.perf_counter()
+        dyn = QuadrotorDynamics(params, dtype=torch.float32, compile=True)
+        dyn.step(dyn.hover_state(8), torch.zeros(8, 4), validate=False)
+        res["compile_s"] = time.perf_counter() - t0
+        for b in (1, 4096):
+            res[f"batched_compiled_{b}"] = bench_batched(params, b, args.seconds, compile=True)
     for k, v in res.items():
-        print(f"{k:24s} {v:14,.0f} drone-steps/s  ({v * params.dt_s:10,.0f}x real time per drone)")
+        if k == "compile_s":
+            print(f"{k:24s} {v:14.1f} s (first compiled step)")
+        else:
+            print(f"{k:24s} {v:14,.0f} drone-steps/s  ({v * params.dt_s:10,.0f}x real time per drone)")
     print(f"goal ratios: batched_4096 / 1e6 = {res['batched_4096'] / 1e6:.2f}, "
           f"pybullet_1 / 2e4 = {res['pybullet_1'] / 2e4:.2f}")
-    print(" ".join(f"{k}={v:.0f}" for k, v in res.items()))
+    print(" ".join(f"{k}={v:.1f}" if k == "compile_s" else f"{k}={v:.0f}" for k, v in res.items()))
 
 
 if __name__ == "__main__":

@@ -231,3 +231,16 @@ def test_step_accepts_any_batch_size_and_keeps_quaternions_unit():
             s = dyn.step(s, torch.zeros(batch, 4))
         assert s.shape == (batch, 17) and s.dtype == torch.float32
         assert (s[:, QUAT].norm(dim=1) - 1).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_hover_state_is_an_equilibrium_of_the_state_derivative(preset):
+    dyn = _model(preset)
+    s = dyn.hover_state(2, [[0.0, 0.0, 1.0], [3.0, 2.0, 1.0]])
+    d = dyn.state_derivative(s, dyn.action_to_rotor_speed(torch.full((2, 4), dyn.params.hover_action,
+                                                                      dtype=torch.float64)))
+    assert d.shape == (2, 17)
+    assert d.abs().max().item() < 1e-12
+    s[:, VEL] = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    d = dyn.state_derivative(s, s[:, ROTOR])
+    assert torch.equal(d[:, POS], s[:, VEL])  # d(position)/dt is the world velocity

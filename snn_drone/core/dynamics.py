@@ -117,7 +117,10 @@ def _quaternion_bilinear_tensor() -> torch.Tensor:
 class QuadrotorDynamics:
     """B Crazyflies stepped together with RK4 (see the module docstring for the model)."""
 
-    def __init__(self, params: QuadrotorParams, device="cpu", dtype=torch.float32):
+    def __init__(self, params: QuadrotorParams, device="cpu", dtype=torch.float32,
+                 compile: bool = False):
+        """``compile=True`` runs the RK4 step through ``torch.compile`` (compiled lazily on the
+        first step, ~8 s on 2 CPU cores; ~3x faster at B = 1, no gain at B = 4096 on CPU)."""
         self.params = params
         self.device = torch.device(device)
         self.dtype = dtype
@@ -144,6 +147,7 @@ class QuadrotorDynamics:
         self._gravity = torch.tensor([[0.0], [0.0], [-p.gravity_mps2]], **kw)
         self._speed_min = float(p.rotor_speed_min)
         self._speed_max = float(p.rotor_speed_max)
+        self._rk4 = torch.compile(self._rk4_step) if compile else self._rk4_step
 
     # ---- public API ---------------------------------------------------------------------------
     def action_to_rotor_speed(self, action: torch.Tensor) -> torch.Tensor:
@@ -188,6 +192,9 @@ class QuadrotorDynamics:
             check_array("action", action, (state.shape[0], ACTION_DIM), ACTION_FIELDS)
             state = torch.as_tensor(state, device=self.device, dtype=self.dtype)
             action = torch.as_tensor(action, device=self.device, dtype=self.dtype)
+        return self._rk4(state, action)
+
+    def _rk4_step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         x = state.T.contiguous()
         setpoint = self.action_to_rotor_speed(action).T.contiguous()
         dt = self.dt_s
