@@ -92,26 +92,30 @@ def rotor_speed_rk4(speed, setpoint, dt_s: float, inv_tau_rising: float, inv_tau
     return speed + dt_s / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4), (speed, s2, s3, s4)
 
 
-def _quaternion_bilinear_tensor() -> torch.Tensor:
-    """C[j * 10 + k, i] with out_i = sum_jk C[j, k, i] q_j y_k, y = (q, v, omega) = state[3:13].
+# State rows used by the bilinear terms (the state held transposed, [17, B]).
+_QW, _QX, _QY, _QZ = range(QUAT.start, QUAT.stop)
+_WX, _WY, _WZ = range(ANGVEL.start, ANGVEL.stop)
+_GYRO = "gyro"  # placeholder: the gyroscopic coefficient of that axis, from the inertia
 
-    out[0:4] = d(q)/dt = 0.5 q (x) (0, omega); out[4:7] = R(q) e_z - e_z, i.e. the third column
-    of the rotation matrix less its constant part (l2f's rotate_vector_by_quaternion form).
-    """
-    c = torch.zeros(4, 10, 7, dtype=torch.float64)
-    w, x, y, z = 0, 1, 2, 3
-    ox, oy, oz = 7, 8, 9  # omega inside y = (q0..q3, v0..v2, omega0..omega2)
-    for (j, k, i, s) in (
-            (x, ox, 0, -1), (y, oy, 0, -1), (z, oz, 0, -1),
-            (w, ox, 1, +1), (y, oz, 1, +1), (z, oy, 1, -1),
-            (w, oy, 2, +1), (z, ox, 2, +1), (x, oz, 2, -1),
-            (w, oz, 3, +1), (x, oy, 3, +1), (y, ox, 3, -1)):
-        c[j, k, i] = 0.5 * s
-    # R e_z - e_z = (2 (xz + wy), 2 (yz - wx), -2 (x^2 + y^2))
-    for (j, k, i, s) in ((x, z, 4, 2), (w, y, 4, 2), (y, z, 5, 2), (w, x, 5, -2),
-                         (x, x, 6, -2), (y, y, 6, -2)):
-        c[j, k, i] = s
-    return c.reshape(40, 7)
+
+def _bilinear_terms() -> tuple:
+    """Rows (i, k, coefficient) of every product x_i * x_k in the derivative, per output:
+    d(q)/dt = 0.5 q (x) (0, omega) (4 outputs, l2f's quaternion_derivative), R(q) e_z - e_z
+    (3 outputs; R e_z is the body z axis in the world, as l2f's rotate_vector_by_quaternion
+    gives it), and the gyroscopic acceleration -(omega x J omega) / J (3 outputs)."""
+    h = 0.5
+    return (
+        ((_QX, _WX, -h), (_QY, _WY, -h), (_QZ, _WZ, -h)),
+        ((_QW, _WX, +h), (_QY, _WZ, +h), (_QZ, _WY, -h)),
+        ((_QW, _WY, +h), (_QZ, _WX, +h), (_QX, _WZ, -h)),
+        ((_QW, _WZ, +h), (_QX, _WY, +h), (_QY, _WX, -h)),
+        ((_QX, _QZ, 2.0), (_QW, _QY, 2.0)),
+        ((_QY, _QZ, 2.0), (_QW, _QX, -2.0)),
+        ((_QX, _QX, -2.0), (_QY, _QY, -2.0)),
+        ((_WY, _WZ, (_GYRO, 0)),),
+        ((_WZ, _WX, (_GYRO, 1)),),
+        ((_WX, _WY, (_GYRO, 2)),),
+    )
 
 
 class QuadrotorDynamics:
@@ -131,18 +135,25 @@ class QuadrotorDynamics:
         self._thrust_coefficients = tuple(float(c) for c in p.thrust_coefficients)
         jx, jy, jz = (float(j) for j in p.inertia_kgm2)
         kw = dict(device=self.device, dtype=dtype)
-        # Internally the state is held transposed, [17, B]: each component is a contiguous row,
-        # and the two matrix products below run as [small, k] @ [k, B] (about 2x faster on CPU
-        # than the [B, 17] layout). Column b of every product depends on drone b alone.
-        # rotor thrusts [4, B] -> A @ T = (specific thrust along body z [m/s^2], J^-1 torque [rad/s^2])
+        # Internally the state is held transposed, [17, B]: each component is a contiguous row.
+        # Every operation is elementwise along B (row gathers, products, sums over short axes):
+        # no matrix product, whose BLAS threading costs milliseconds per call on a busy machine,
+        # and nothing mixes drones.
+        # Per-rotor thrusts [4, B] -> (A[:, :, None] * T).sum(1) = (thrust / m along body z
+        # [m/s^2], J^-1 torque [rad/s^2]); torque = r_i x (0, 0, T_i) + dir_i * k * T_i e_z.
         a = torch.zeros(4, 4, dtype=torch.float64)
         for i, ((rx, ry, _), d) in enumerate(zip(p.rotor_positions_m, p.rotor_torque_directions)):
             a[:, i] = torch.tensor([1.0 / p.mass_kg, ry / jx, -rx / jy, d * p.torque_constant_m / jz],
                                    dtype=torch.float64)
-        self._thrust_to_accel = a.to(**kw)
-        self._quat_bilinear = _quaternion_bilinear_tensor().T.contiguous().to(**kw)  # [7, 40]
-        # -(omega x J omega) / J, per axis: coefficient * omega_{i+1} * omega_{i+2}
-        self._gyro = torch.tensor([[(jy - jz) / jx], [(jz - jx) / jy], [(jx - jy) / jz]], **kw)
+        self._thrust_to_accel = a.unsqueeze(2).to(**kw)  # [4, 4, 1]
+        # Bilinear terms padded to 3 per output (padding: qw * qw * 0), stored term-major so
+        # that products.view(3, 10, B).sum(0) gives the 10 outputs.
+        gyro = ((jy - jz) / jx, (jz - jx) / jy, (jx - jy) / jz)
+        terms = [list(t) + [(_QW, _QW, 0.0)] * (3 - len(t)) for t in _bilinear_terms()]
+        rows = [terms[o][r] for r in range(3) for o in range(len(terms))]
+        self._bil_i = torch.tensor([i for i, _, _ in rows], device=self.device)
+        self._bil_k = torch.tensor([k for _, k, _ in rows], device=self.device)
+        self._bil_c = torch.tensor([[gyro[c[1]] if isinstance(c, tuple) else c] for _, _, c in rows], **kw)
         self._e_z = torch.tensor([[0.0], [0.0], [1.0]], **kw)
         self._gravity = torch.tensor([[0.0], [0.0], [-p.gravity_mps2]], **kw)
         self._speed_min = float(p.rotor_speed_min)
@@ -170,16 +181,16 @@ class QuadrotorDynamics:
 
     def _derivative_t(self, xt: torch.Tensor, setpoint_t: torch.Tensor) -> torch.Tensor:
         """d(state)/dt [17, B] for transposed states [17, B] and setpoints [4, B]."""
-        speed, omega = xt[ROTOR], xt[ANGVEL]
-        accel = self._thrust_to_accel @ rotor_thrust_n(speed, self._thrust_coefficients)  # [4, B]
-        # q (x) (q, v, omega) -> (dq/dt, R e_z - e_z)
-        bil = self._quat_bilinear @ (xt[QUAT].unsqueeze(1) * xt[3:13].unsqueeze(0)).reshape(40, -1)
-        gyro = torch.stack((omega[1] * omega[2], omega[2] * omega[0], omega[0] * omega[1]))
+        speed = xt[ROTOR]
+        thrust = rotor_thrust_n(speed, self._thrust_coefficients)
+        accel = (self._thrust_to_accel * thrust.unsqueeze(0)).sum(1)  # [4, B]
+        products = xt.index_select(0, self._bil_i) * xt.index_select(0, self._bil_k) * self._bil_c
+        bil = products.view(3, -1, xt.shape[1]).sum(0)  # dq/dt (4), R e_z - e_z (3), gyro (3)
         return torch.cat((
             xt[VEL],
             bil[0:4],
             torch.addcmul(self._gravity, bil[4:7] + self._e_z, accel[0:1]),  # R e_z T/m - g e_z
-            torch.addcmul(accel[1:4], gyro, self._gyro),
+            accel[1:4] + bil[7:10],
             rotor_speed_rate(speed, setpoint_t, self.inv_tau_rising, self.inv_tau_falling)))
 
     def step(self, state: torch.Tensor, action: torch.Tensor, validate: bool = True) -> torch.Tensor:
