@@ -4,7 +4,11 @@ pybullet world with 1 and 64 drones (substeps=1, the default; also 1 drone with 
 the batched torch model (float32, CPU, validate=False as in the training loop) at B = 1, 64,
 1024 and 4096, all in the same run. Each figure is the best of three timed runs of ~0.5 s.
 Goals (issue 2): batched B=4096 >= 1e6 steps/s; one pybullet drone >= 2e4 steps/s.
-With --compile it also times the torch.compile'd model at B = 1 and 4096 and its compile time.
+Torch runs with one intra-op thread by default (--threads): this machine's 2 cores are shared
+(pybullet, ROS nodes, other jobs), and with 2 OpenMP threads every parallel op (>= 32768
+elements, e.g. the [17, 4096] state) stalls whenever another process holds a core: measured
+13k drone-steps/s at B=4096 under load 3 with 2 threads, 4.3M with 1. --threads 0 keeps torch's
+default. With --compile it also times the torch.compile'd model at B = 1 and 4096 and its compile time.
 The last line is `name=value ...`.
 
     .venv/bin/python bench/sim_throughput.py [--preset cf21_paper] [--seconds 0.5] [--compile]
@@ -71,9 +75,9 @@ def main() -> None:
     ap.add_argument("--preset", default="cf21_paper")
     ap.add_argument("--seconds", type=float, default=0.5, help="length of each timed run")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd model")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch intra-op threads (0: torch's default). With other processes busy on "
-                         "the same cores, 2 OpenMP threads stall on every parallel op; 1 does not")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (default 1; 0: torch's default). With other processes "
+                         "busy on the same cores, 2 OpenMP threads stall on every parallel op")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
