@@ -205,18 +205,22 @@ def usable(*tensors: Tensor) -> bool:
     return _library() is not None
 
 
-def _run_rows(fn, args_before, batch: int, args_after=()) -> None:
-    """Call ``fn(*args_before, b0, b1)`` over row blocks of ``batch`` on the thread pool."""
-    global _pool
+def _row_blocks(batch: int) -> list[tuple[int, int]]:
+    """Split ``batch`` rows into one contiguous block per torch thread."""
     workers = max(1, min(torch.get_num_threads(), batch))
-    if workers == 1:
-        fn(*args_before, 0, batch)
-        return
-    if _pool is None or _pool._max_workers < workers:
-        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snn_drone_lif")
     bounds = [batch * i // workers for i in range(workers + 1)]
-    futures = [_pool.submit(fn, *args_before, bounds[i], bounds[i + 1]) for i in range(workers)]
-    for f in futures:
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _parallel(fn, blocks: list[tuple[int, int]]) -> None:
+    """Run ``fn(i, b0, b1)`` for every row block, on the thread pool when there are several."""
+    global _pool
+    if len(blocks) == 1:
+        fn(0, *blocks[0])
+        return
+    if _pool is None or _pool._max_workers < len(blocks):
+        _pool = ThreadPoolExecutor(max_workers=len(blocks), thread_name_prefix="snn_drone_lif")
+    for f in [_pool.submit(fn, i, b0, b1) for i, (b0, b1) in enumerate(blocks)]:
         f.result()
 
 
@@ -230,8 +234,8 @@ def forward(current: Tensor, mem0: Tensor, beta: Tensor, threshold: Tensor) -> t
     mem_trace = torch.empty_like(current)
     spikes = torch.empty_like(current)
     fn = getattr(_library(), "lif_forward_" + ("f32" if current.dtype == torch.float32 else "f64"))
-    _run_rows(fn, (_ptr(current), _ptr(mem0), _ptr(beta), _ptr(threshold), _ptr(mem_trace),
-                   _ptr(spikes), T, B, N), B)
+    args = [_ptr(t) for t in (current, mem0, beta, threshold, mem_trace, spikes)] + [T, B, N]
+    _parallel(lambda i, b0, b1: fn(*args, b0, b1), _row_blocks(B))
     return mem_trace, spikes
 
 
@@ -241,24 +245,15 @@ def backward(mem_trace: Tensor, spikes: Tensor, mem0: Tensor, grad_spikes: Tenso
     T, B, N = mem_trace.shape
     grad_cur = torch.empty_like(mem_trace)
     grad_mem0 = torch.empty_like(mem0)
-    is32 = mem_trace.dtype == torch.float32
-    fn = getattr(_library(), "lif_backward_" + ("f32" if is32 else "f64"))
-    workers = max(1, min(torch.get_num_threads(), B))
-    partial = torch.zeros(2, workers, N, dtype=torch.float64)
-    bounds = [B * i // workers for i in range(workers + 1)]
+    fn = getattr(_library(), "lif_backward_" + ("f32" if mem_trace.dtype == torch.float32 else "f64"))
+    blocks = _row_blocks(B)
+    partial = torch.zeros(2, len(blocks), N, dtype=torch.float64)  # per block: dbeta, dthr
+    head = [_ptr(t) for t in (mem_trace, spikes, mem0, grad_spikes, grad_last, beta, threshold)]
 
-    def rows(i):
-        fn(_ptr(mem_trace), _ptr(spikes), _ptr(mem0), _ptr(grad_spikes), _ptr(grad_last), _ptr(beta),
-           _ptr(threshold), slope, _ptr(grad_cur), _ptr(grad_mem0), _ptr(partial[0, i]),
-           _ptr(partial[1, i]), T, B, N, bounds[i], bounds[i + 1])
+    def rows(i, b0, b1):
+        fn(*head, slope, _ptr(grad_cur), _ptr(grad_mem0), _ptr(partial[0, i]), _ptr(partial[1, i]),
+           T, B, N, b0, b1)
 
-    if workers == 1:
-        rows(0)
-    else:
-        global _pool
-        if _pool is None or _pool._max_workers < workers:
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snn_drone_lif")
-        for f in [_pool.submit(rows, i) for i in range(workers)]:
-            f.result()
+    _parallel(rows, blocks)
     sums = partial.sum(1).to(mem_trace.dtype)
     return grad_cur, grad_mem0, sums[0], sums[1]
