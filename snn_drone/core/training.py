@@ -36,7 +36,7 @@ from .jsrl import HorizonConfig
 from .learner import LearnerConfig, TD3BCLearner, derive_batch
 from .networks import MLPPolicy, MLPPolicyConfig
 from .rollout import EvalResult, JumpStartRollout, evaluate
-from .sequence_replay import SequenceConfig, SequenceReplay
+from .sequence_replay import SequenceConfig, SequenceReplay, Sequences
 from .slope_schedules import SlopeScheduleConfig, make_slope_schedule
 from .spiking_actor import SpikingActor, SpikingActorConfig
 
@@ -165,13 +165,19 @@ def make_actor(cfg: TrainConfig) -> torch.nn.Module:
 
 
 class Trainer:
-    """One training run in ``out_dir``: ``run()`` trains to ``cfg.epochs``; resumable."""
+    """One training run in ``out_dir``: ``run()`` trains to ``cfg.epochs``; resumable.
+
+    With ``collect=False`` the trainer flies nothing itself: rollouts collected elsewhere (the
+    ROS graph's sim workers, bags) arrive through :meth:`ingest`, and each :meth:`train_epoch`
+    updates, evaluates, logs and checkpoints exactly as ``run()`` does.
+    """
 
     CHECKPOINT = "checkpoint.pt"
 
     def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
-                 progress: bool = True, log=print):
+                 progress: bool = True, log=print, collect: bool = True):
         self.cfg, self.out = cfg, Path(out_dir)
+        self.collect = collect
         self.log = log
         self.progress_bar = progress
         self.out.mkdir(parents=True, exist_ok=True)
@@ -196,7 +202,7 @@ class Trainer:
             self.actor.set_slope(self.slope.k)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.rollout = None
-        if cfg.online:
+        if cfg.online and collect:
             self.rollout = JumpStartRollout(self.env, self.actor, self.guide, cfg.sequences,
                                             cfg.horizon.exploration_noise, self.gen)
         self.epoch = 0
@@ -206,6 +212,8 @@ class Trainer:
         self.best_return = -math.inf
         self.wall_s = 0.0
         self._writer = None
+        self._ingested: dict[str, list] = {"returns": [], "lengths": []}
+        self._last_ckpt = time.monotonic()
         if resume and (self.out / self.CHECKPOINT).exists():
             self._load()
         elif resume:
@@ -227,43 +235,62 @@ class Trainer:
     # ---- main loop ----------------------------------------------------------------------------
     def run(self) -> list[dict]:
         cfg = self.cfg
-        if not cfg.online and len(self.replay) == 0:
+        if not cfg.online and len(self.replay) == 0 and self.collect:
             self._record_offline_dataset()
         bar = None
         if self.progress_bar:
             from tqdm import tqdm
             bar = tqdm(total=cfg.epochs, initial=self.epoch, desc=f"{cfg.algo}/{cfg.actor}", unit="epoch",
                        dynamic_ncols=True)
-        last_ckpt = time.monotonic()
+        self._last_ckpt = time.monotonic()
         try:
-            while self.epoch < cfg.epochs:
-                t0 = time.perf_counter()
-                row = self._train_epoch()
-                self.epoch += 1
-                self.wall_s += time.perf_counter() - t0
-                if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
-                    row.update(self._evaluate())
-                row.update(epoch=self.epoch, env_steps=self.env_steps, updates=self.learner.updates,
-                           wall_s=round(self.wall_s, 3))
-                self.history.append(row)
-                self._log_row(row)
+            while self.epoch < cfg.epochs and not self.stopped_early:
+                row = self.train_epoch()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(self._postfix(row))
-                if "eval_return" in row or time.monotonic() - last_ckpt > cfg.checkpoint_every_s:
-                    self.save()
-                    last_ckpt = time.monotonic()
-                if cfg.stop_survival_steps and row.get("eval_survival", 0.0) >= cfg.stop_survival_fraction:
-                    self.log(f"stopping at epoch {self.epoch}: {row['eval_survival']:.0%} of the evaluation "
-                             f"episodes flew {cfg.stop_survival_steps} steps or more")
-                    self.stopped_early = True
-                    break
         finally:
             if bar is not None:
                 bar.close()
+        self.finish()
+        return self.history
+
+    def train_epoch(self) -> dict:
+        """One epoch: collect (own rollouts) or use what :meth:`ingest` added, update, evaluate on
+        schedule, log, checkpoint; returns the metrics row. Sets ``stopped_early`` on the stop criterion."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        row = self._train_epoch()
+        self.epoch += 1
+        self.wall_s += time.perf_counter() - t0
+        if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+            row.update(self._evaluate())
+        row.update(epoch=self.epoch, env_steps=self.env_steps, updates=self.learner.updates,
+                   wall_s=round(self.wall_s, 3))
+        self.history.append(row)
+        self._log_row(row)
+        if "eval_return" in row or time.monotonic() - self._last_ckpt > cfg.checkpoint_every_s:
+            self.save()
+            self._last_ckpt = time.monotonic()
+        if cfg.stop_survival_steps and row.get("eval_survival", 0.0) >= cfg.stop_survival_fraction:
+            self.log(f"stopping at epoch {self.epoch}: {row['eval_survival']:.0%} of the evaluation "
+                     f"episodes flew {cfg.stop_survival_steps} steps or more")
+            self.stopped_early = True
+        return row
+
+    def ingest(self, seqs: Sequences | None, env_steps: int = 0, returns=(), lengths=()) -> None:
+        """Rollouts collected elsewhere: sequences into the replay, env steps and finished-episode
+        returns/lengths into the next epoch's row."""
+        if seqs is not None and seqs.n:
+            self.replay.add(seqs)
+        self.env_steps += int(env_steps)
+        self._ingested["returns"] += [float(r) for r in returns]
+        self._ingested["lengths"] += [float(n) for n in lengths]
+
+    def finish(self) -> None:
+        """Final checkpoint and plots (``run()`` ends with it)."""
         self.save()
         self._plots()
-        return self.history
 
     def _train_epoch(self) -> dict:
         cfg = self.cfg
@@ -280,6 +307,13 @@ class Trainer:
             if stats["returns"]:
                 row["train_return"] = float(np.mean(stats["returns"]))
                 row["train_length"] = float(np.mean(stats["lengths"]))
+        elif not self.collect:
+            if cfg.online:
+                row["guide_steps"] = self.guide_steps(self.epoch)
+            if self._ingested["returns"]:
+                row["train_return"] = float(np.mean(self._ingested["returns"]))
+                row["train_length"] = float(np.mean(self._ingested["lengths"]))
+            self._ingested = {"returns": [], "lengths": []}
         metrics: list[dict] = []
         if len(self.replay) >= min(cfg.min_replay_sequences, self.replay.cfg.capacity_sequences):
             coeffs = self.env.coeffs
