@@ -27,6 +27,7 @@ setup(
         "gymnasium>=1.0,<2",
         "pybullet>=3.2.6",
         "rosbags>=0.11,<0.12",
+        "nir==1.0.8",
         "matplotlib>=3.8",
         "tqdm>=4.66",
         "tensorboard>=2.15",

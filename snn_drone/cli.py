@@ -13,6 +13,7 @@ COMMANDS = [
     "train",
     "eval",
     "analyze_gradients",
+    "export",
 ]
 
 
