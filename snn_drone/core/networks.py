@@ -6,6 +6,7 @@ the rollouts and the nodes treat them alike; an MLP simply carries no state.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +25,15 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation=nn.ReLU) 
         d = h
     layers.append(nn.Linear(d, out_dim))
     return nn.Sequential(*layers)
+
+
+def init_output_layer(layer: nn.Linear, initial_action: float, weight_scale: float = 0.01) -> None:
+    """Make a tanh readout start near ``initial_action``: weights scaled down, bias atanh(action)."""
+    if not -1.0 < initial_action < 1.0:
+        raise ValueError(f"initial_action must be inside (-1, 1), got {initial_action}")
+    with torch.no_grad():
+        layer.weight.mul_(weight_scale)
+        layer.bias.fill_(math.atanh(initial_action))
 
 
 @dataclass

@@ -32,9 +32,11 @@ import torch
 from . import config, task
 from .batched_env import BatchedHoverEnv
 from .checkpoint import atomic_torch_save, load_policy, save_policy
+from .controller import GeometricController
 from .jsrl import HorizonConfig
 from .learner import LearnerConfig, TD3BCLearner, derive_batch
-from .networks import MLPPolicy, MLPPolicyConfig
+from .networks import MLPPolicy, MLPPolicyConfig, init_output_layer
+from .params import load_preset
 from .rollout import EvalResult, JumpStartRollout, evaluate
 from .sequence_replay import SequenceConfig, SequenceReplay, Sequences
 from .slope_schedules import SlopeScheduleConfig, make_slope_schedule
@@ -80,8 +82,11 @@ class TrainConfig:
     """td3bc/bc: guide episodes in the fixed data set."""
     offline_noise: float = 0.1
     """td3bc/bc: exploration noise of the guide while recording the data set."""
+    init_actor_at_hover: bool = False
+    """Start the actor's tanh readout at the preset's hover action (small weights, bias atanh(hover))."""
     guide: str = "checkpoints/guide.pt"
-    """Guide policy checkpoint (relative paths: to the package root), used by every algorithm but td3."""
+    """Guide policy checkpoint (relative paths: to the package root), used by every algorithm but td3;
+    'controller' uses the hand-written geometric controller (how the ANN guide itself is trained)."""
     eval_every: int = 10
     """Evaluate (and update the slope schedule) every this many epochs."""
     eval_episodes: int = 20
@@ -152,6 +157,13 @@ def load_train_config(path=None, overrides: dict | None = None) -> TrainConfig:
     return config.from_dict(TrainConfig, data, source=str(path or default_config_path()))
 
 
+def load_guide(spec: str, preset: str, device="cpu") -> torch.nn.Module:
+    """The guide: a policy checkpoint, or 'controller' for the geometric hover controller."""
+    if spec == "controller":
+        return GeometricController(load_preset(preset)).to(device)
+    return load_policy(resolve_path(spec), map_location=device).requires_grad_(False)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -160,8 +172,14 @@ def seed_everything(seed: int) -> None:
 
 def make_actor(cfg: TrainConfig) -> torch.nn.Module:
     if cfg.actor == "snn":
-        return SpikingActor(dataclasses.replace(cfg.snn, seed=cfg.seed if cfg.snn.seed is None else cfg.snn.seed))
-    return MLPPolicy(cfg.ann)
+        actor = SpikingActor(dataclasses.replace(cfg.snn, seed=cfg.seed if cfg.snn.seed is None else cfg.snn.seed))
+        readout = actor.readout
+    else:
+        actor = MLPPolicy(cfg.ann)
+        readout = actor.net[-1]
+    if cfg.init_actor_at_hover:
+        init_output_layer(readout, load_preset(cfg.preset).hover_action)
+    return actor
 
 
 class Trainer:
@@ -193,7 +211,7 @@ class Trainer:
                                         seed=cfg.seed + 1, autoreset=False)
         self.guide = None
         if cfg.needs_guide:
-            self.guide = load_policy(resolve_path(cfg.guide), map_location=dev).requires_grad_(False)
+            self.guide = load_guide(cfg.guide, cfg.preset, dev)
         self.actor = make_actor(cfg).to(dev)
         self.learner = TD3BCLearner(self.actor, cfg.learner)
         self.replay = SequenceReplay(cfg.sequences, device=dev)
