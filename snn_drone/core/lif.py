@@ -68,7 +68,7 @@ class _LIFSequence(torch.autograd.Function):
                     torch.zeros_like(threshold) if need_threshold else None, None)
         if lif_kernels.usable(mem_trace, spikes, mem0, beta, threshold):
             grad_cur, grad_mem0, grad_beta, grad_threshold = lif_kernels.backward(
-                mem_trace, spikes, mem0, grad_spikes.contiguous(), grad_last.contiguous(), beta,
+                mem_trace, mem0, grad_spikes.contiguous(), grad_last.contiguous(), beta,
                 threshold, float(slope))
         else:
             grad_cur, grad_mem0, grad_beta, grad_threshold = _backward_torch(

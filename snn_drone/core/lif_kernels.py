@@ -52,8 +52,7 @@ static void forward_row_SUF(const REAL* restrict prev, const REAL* restrict cur,
 }
 
 static void backward_row_SUF(const REAL* restrict u, const REAL* restrict grad_s,
-                             const REAL* restrict u_prev, const REAL* restrict r,
-                             const REAL* restrict g_next, const REAL* restrict decay,
+                             const REAL* restrict u_prev, const REAL* restrict g_next, const REAL* restrict decay,
                              const REAL* restrict thr, REAL slope, REAL* restrict g,
                              double* restrict dbeta, double* restrict dthr, int64_t n_neurons) {
     for (int64_t n = 0; n < n_neurons; ++n) {
@@ -63,7 +62,8 @@ static void backward_row_SUF(const REAL* restrict u, const REAL* restrict grad_s
         gn = gn + a;
         g[n] = gn;
         dbeta[n] += (double)gn * (double)u_prev[n];
-        dthr[n] -= (double)a + (double)gn * (double)r[n];
+        /* reset r[t] = H(U[t-1] - U_thr), recomputed rather than read back */
+        dthr[n] -= (double)a + (u_prev[n] > thr[n] ? (double)gn : 0.0);
     }
 }
 
@@ -87,24 +87,21 @@ void lif_forward_SUF(const REAL* cur, const REAL* mem0, const REAL* beta, const 
 }
 
 /* grad_last, grad_mem0: [B, N]; dbeta, dthr: [N] sums over rows [b0, b1) (double). */
-void lif_backward_SUF(const REAL* mem_trace, const REAL* spikes, const REAL* mem0,
+void lif_backward_SUF(const REAL* mem_trace, const REAL* mem0,
                       const REAL* grad_spikes, const REAL* grad_last, const REAL* beta,
                       const REAL* thr, REAL slope, REAL* grad_cur, REAL* grad_mem0,
                       double* dbeta, double* dthr, int64_t T, int64_t B, int64_t N,
                       int64_t b0, int64_t b1) {
-    REAL* reset0 = (REAL*)malloc(sizeof(REAL) * (size_t)N);
     REAL* ones = (REAL*)malloc(sizeof(REAL) * (size_t)N);
     for (int64_t n = 0; n < N; ++n) ones[n] = (REAL)1;
     for (int64_t b = b0; b < b1; ++b) {
         const REAL* m0 = mem0 + b * N;
-        for (int64_t n = 0; n < N; ++n) reset0[n] = m0[n] > thr[n] ? (REAL)1 : (REAL)0;
         const REAL* next = grad_last + b * N;
         for (int64_t t = T - 1; t >= 0; --t) {
             const int64_t off = (t * B + b) * N;
             const REAL* u_prev = t > 0 ? mem_trace + off - B * N : m0;
-            const REAL* r = t > 0 ? spikes + off - B * N : reset0;
             /* dL/dU[T-1] takes the last-state gradient as is; earlier steps get beta * g[t+1]. */
-            backward_row_SUF(mem_trace + off, grad_spikes + off, u_prev, r, next,
+            backward_row_SUF(mem_trace + off, grad_spikes + off, u_prev, next,
                              t == T - 1 ? ones : beta, thr, slope,
                              grad_cur + off, dbeta, dthr, N);
             next = grad_cur + off;
@@ -112,7 +109,6 @@ void lif_backward_SUF(const REAL* mem_trace, const REAL* spikes, const REAL* mem
         REAL* gm = grad_mem0 + b * N;
         for (int64_t n = 0; n < N; ++n) gm[n] = beta[n] * next[n];
     }
-    free(reset0);
     free(ones);
 }
 """
@@ -168,7 +164,7 @@ def _build() -> ctypes.CDLL | None:
     i64, vp = ctypes.c_int64, ctypes.c_void_p
     for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
         getattr(lib, f"lif_forward_{suffix}").argtypes = [vp] * 6 + [i64] * 5
-        getattr(lib, f"lif_backward_{suffix}").argtypes = [vp] * 7 + [real] + [vp] * 4 + [i64] * 5
+        getattr(lib, f"lif_backward_{suffix}").argtypes = [vp] * 6 + [real] + [vp] * 4 + [i64] * 5
     return lib
 
 
@@ -239,7 +235,7 @@ def forward(current: Tensor, mem0: Tensor, beta: Tensor, threshold: Tensor) -> t
     return mem_trace, spikes
 
 
-def backward(mem_trace: Tensor, spikes: Tensor, mem0: Tensor, grad_spikes: Tensor, grad_last: Tensor,
+def backward(mem_trace: Tensor, mem0: Tensor, grad_spikes: Tensor, grad_last: Tensor,
              beta: Tensor, threshold: Tensor, slope: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dL/dI [T, B, N], dL/dU0 [B, N], dL/dbeta [N], dL/dU_thr [N]) of one layer."""
     T, B, N = mem_trace.shape
@@ -248,7 +244,7 @@ def backward(mem_trace: Tensor, spikes: Tensor, mem0: Tensor, grad_spikes: Tenso
     fn = getattr(_library(), "lif_backward_" + ("f32" if mem_trace.dtype == torch.float32 else "f64"))
     blocks = _row_blocks(B)
     partial = torch.zeros(2, len(blocks), N, dtype=torch.float64)  # per block: dbeta, dthr
-    head = [_ptr(t) for t in (mem_trace, spikes, mem0, grad_spikes, grad_last, beta, threshold)]
+    head = [_ptr(t) for t in (mem_trace, mem0, grad_spikes, grad_last, beta, threshold)]
 
     def rows(i, b0, b1):
         fn(*head, slope, _ptr(grad_cur), _ptr(grad_mem0), _ptr(partial[0, i]), _ptr(partial[1, i]),
