@@ -28,6 +28,7 @@ setup(
         "pybullet>=3.2.6",
         "rosbags>=0.11,<0.12",
         "nir==1.0.8",
+        "cflib==0.1.34",
         "matplotlib>=3.8",
         "tqdm>=4.66",
         "tensorboard>=2.15",

@@ -1,0 +1,110 @@
+"""Robots from a crazyswarm2-format ``crazyflies.yaml`` (the file crazyswarm2's launch reads):
+
+    robots:
+      cf1:
+        enabled: true
+        uri: radio://0/80/2M/E7E7E7E7E7
+        initial_position: [0.0, 0.0, 0.0]   # m, world
+        type: cf21
+    robot_types:
+      cf21:
+        battery: {voltage_warning: 3.8, voltage_critical: 3.7}
+        motion_capture: {...}               # read by crazyswarm2, kept here as-is
+    all: {...}                              # firmware params/logging for crazyswarm2; ignored here
+
+Only the keys this package uses are interpreted (uri, initial_position, type, enabled, the type's
+battery thresholds); every other key is kept in ``RobotConfig.extra`` so the same file keeps
+working with crazyswarm2. Errors name the robot, the key and what was expected.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import load_yaml
+
+_URI = re.compile(r"^(radio://\d+/\d{1,3}/(250K|1M|2M)(/[0-9A-Fa-f]{10})?|usb://\d+|udp://[^\s]+|sim://[^\s]*)$")
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    """One Crazyflie of the file."""
+
+    name: str
+    """Robot name (the key under ``robots``; also the ROS namespace, e.g. /cf1/pose)."""
+    uri: str
+    """cflib link URI, e.g. radio://0/80/2M/E7E7E7E7E7 (radio dongle/channel/datarate/address)."""
+    initial_position_m: tuple[float, float, float]
+    """Where the drone stands at start, world frame [m] (also the sim backend's spawn point)."""
+    type: str
+    """Robot type name (a key of ``robot_types``)."""
+    enabled: bool = True
+    """crazyswarm2's enabled flag; disabled robots are skipped unless asked for."""
+    battery_warning_v: float | None = None
+    """The type's battery.voltage_warning [V], if given."""
+    battery_critical_v: float | None = None
+    """The type's battery.voltage_critical [V], if given."""
+    extra: dict = field(default_factory=dict, compare=False)
+    """Other keys of the robot's entry, untouched."""
+
+
+def _vec3(value, where: str) -> tuple[float, float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        raise ValueError(f"{where} = {value!r}, expected 3 finite numbers [x, y, z] in metres")
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def parse_crazyflies(data: dict, source: str = "crazyflies.yaml", include_disabled: bool = False) -> list[RobotConfig]:
+    """Robots of an already-loaded crazyflies.yaml mapping, in file order."""
+    if not isinstance(data, dict) or not isinstance(data.get("robots"), dict) or not data["robots"]:
+        raise ValueError(f"{source}: expected a mapping with a non-empty 'robots' mapping (crazyswarm2 format)")
+    types = data.get("robot_types") or {}
+    if not isinstance(types, dict):
+        raise ValueError(f"{source}: robot_types must be a mapping of type name -> settings")
+    robots = []
+    for name, entry in data["robots"].items():
+        where = f"{source}: robots.{name}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be a mapping with uri, initial_position and type")
+        for key in ("uri", "initial_position", "type"):
+            if key not in entry:
+                raise KeyError(f"{where} lacks '{key}'")
+        uri = entry["uri"]
+        if not isinstance(uri, str) or not _URI.match(uri):
+            raise ValueError(f"{where}.uri = {uri!r}, expected a cflib URI like radio://0/80/2M/E7E7E7E7E7")
+        rtype = entry["type"]
+        if rtype not in types:
+            raise ValueError(f"{where}.type = {rtype!r} is not defined under robot_types "
+                             f"(defined: {sorted(types)})")
+        enabled = entry.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ValueError(f"{where}.enabled = {enabled!r}, expected true or false")
+        battery = (types[rtype] or {}).get("battery") or {}
+        volts = {}
+        for key in ("voltage_warning", "voltage_critical"):
+            v = battery.get(key)
+            if v is not None and not (isinstance(v, (int, float)) and 0 < v < 10):
+                raise ValueError(f"{source}: robot_types.{rtype}.battery.{key} = {v!r}, expected volts in (0, 10)")
+            volts[key] = None if v is None else float(v)
+        extra = {k: v for k, v in entry.items() if k not in ("uri", "initial_position", "type", "enabled")}
+        robot = RobotConfig(str(name), uri, _vec3(entry["initial_position"], f"{where}.initial_position"),
+                            str(rtype), enabled, volts["voltage_warning"], volts["voltage_critical"], extra)
+        if enabled or include_disabled:
+            robots.append(robot)
+    uris = [r.uri for r in robots]
+    dupes = sorted({u for u in uris if uris.count(u) > 1 and not u.startswith("sim://")})
+    if dupes:
+        raise ValueError(f"{source}: several robots share the uri {dupes[0]}")
+    return robots
+
+
+def load_crazyflies(path: str | os.PathLike, include_disabled: bool = False) -> list[RobotConfig]:
+    """Robots of the crazyswarm2-format YAML file at ``path`` (enabled ones unless asked)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"robots file {path} does not exist")
+    return parse_crazyflies(load_yaml(path), path.name, include_disabled)
