@@ -13,7 +13,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/presets", glob("config/presets/*.yaml")),
     ],
     python_requires=">=3.10",
@@ -54,6 +54,14 @@ setup(
     entry_points={
         "console_scripts": [
             "snn-drone = snn_drone.cli:main",
+            # ROS 2 nodes (`ros2 run snn_drone <name>`; the same command on a pip install)
+            "sim_node = snn_drone.nodes.sim_node:main",
+            "actor_node = snn_drone.nodes.actor_node:main",
+            "guide_node = snn_drone.nodes.guide_node:main",
+            "jumpstart_node = snn_drone.nodes.jumpstart_node:main",
+            "trainer_node = snn_drone.nodes.trainer_node:main",
+            "recorder_node = snn_drone.nodes.recorder_node:main",
+            "player_node = snn_drone.nodes.player_node:main",
         ],
     },
 )

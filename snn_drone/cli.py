@@ -13,6 +13,9 @@ COMMANDS = [
     "train",
     "eval",
     "analyze_gradients",
+    "launch",
+    "record",
+    "play",
     "export",
 ]
 

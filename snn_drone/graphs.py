@@ -1,0 +1,151 @@
+"""The node graphs, declared once: which nodes, their parameters, remappings and namespaces.
+
+Read by the launch_ros files (launch/*.launch.py, for a ROS 2 install) and by `snn-drone launch`
+(snn_drone/launcher.py, a plain process launcher for pip installs). No ROS import here.
+
+train_sim, per worker i (namespace ``w<i>``)::
+
+    sim_node ──state──▶ actor_node ──actor/cmd──▶ jumpstart_node ──motor_cmd──▶ sim_node
+             ──state──▶ guide_node ──guide/cmd──▶ (and ▶ sim_node: BC labels)
+
+and, shared by all workers (root namespace): ``/rollout`` and ``/episodes`` (every sim) ──▶
+trainer_node ──▶ ``/actor/weights`` (latched), ``/jumpstart/horizon``, ``/train/progress``,
+``/train/metrics``. Worker 0's sim publishes ``/clock``; the others ``/w<i>/clock``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    default: str
+    description: str
+
+
+@dataclass
+class NodeSpec:
+    """One node process: console script ``executable`` (= module snn_drone.nodes.<executable>)."""
+    executable: str
+    name: str
+    namespace: str = ""
+    parameters: dict = field(default_factory=dict)
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+    required: bool = False
+    """The graph ends when this node exits (with its exit code)."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: str
+    description: str
+    arguments: tuple[Argument, ...]
+    build: Callable[[dict[str, str]], list[NodeSpec]]
+
+    def nodes(self, assignments: dict[str, str] | None = None) -> list[NodeSpec]:
+        """The node specs for ``assignments`` (argument name -> string value; defaults for the rest)."""
+        given = dict(assignments or {})
+        unknown = sorted(set(given) - {a.name for a in self.arguments})
+        if unknown:
+            raise ValueError(f"{self.name} has no argument {', '.join(unknown)}; arguments: "
+                             f"{', '.join(a.name for a in self.arguments)}")
+        args = {a.name: str(given.get(a.name, a.default)) for a in self.arguments}
+        return self.build(args)
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"argument {name}:={value!r}, expected true or false")
+
+
+def _int(name: str, value: str, minimum: int) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"argument {name}:={value!r}, expected an integer") from None
+    if n < minimum:
+        raise ValueError(f"argument {name}:={n}, expected at least {minimum}")
+    return n
+
+
+def _overrides(text: str) -> dict:
+    over = yaml.safe_load(text) if text.strip() else {}
+    if not isinstance(over, dict):
+        raise ValueError(f"argument overrides:={text!r}, expected a YAML mapping such as '{{epochs: 5}}'")
+    return over
+
+
+def _dump(over: dict) -> str:
+    return yaml.safe_dump(over, default_flow_style=True).strip() if over else ""
+
+
+TRAIN_SIM_ARGUMENTS = (
+    Argument("workers", "1", "sim workers; each flies its own drones with its own actor, guide and jump-start nodes"),
+    Argument("drones_per_worker", "0", "drones per worker (0: the config's num_drones divided among the workers)"),
+    Argument("backend", "batched", "physics of the sims: batched (torch model) or pybullet"),
+    Argument("gui", "false", "pybullet GUI window for worker 0 (its sim uses pybullet)"),
+    Argument("real_time", "false", "sims step at wall-clock time instead of lockstep as fast as the graph allows"),
+    Argument("config", "", "training YAML (TrainConfig keys; empty: config/train.yaml)"),
+    Argument("overrides", "", "YAML mapping of dotted config keys, e.g. '{epochs: 5, learner.alpha: 2.5}'"),
+    Argument("out", "runs/train_sim", "run folder of the trainer: checkpoints, metrics.jsonl, TensorBoard, plots"),
+    Argument("resume", "false", "continue the run in `out` from its last checkpoint"),
+    Argument("guide", "", "guide policy file (empty: the config's guide)"),
+)
+
+
+def train_sim(args: dict[str, str]) -> list[NodeSpec]:
+    """Several sim workers feeding one trainer (DESIGN.md, the node graph)."""
+    from snn_drone.core.training import load_train_config
+    workers = _int("workers", args["workers"], 1)
+    over = _overrides(args["overrides"])
+    cfg = load_train_config(args["config"] or None, over)  # fails early on a bad config
+    per = _int("drones_per_worker", args["drones_per_worker"], 0) or max(1, cfg.num_drones // workers)
+    gui, real_time, resume = (_bool(k, args[k]) for k in ("gui", "real_time", "resume"))
+    if args["backend"] not in ("batched", "pybullet"):
+        raise ValueError(f"argument backend:={args['backend']!r}, expected batched or pybullet")
+    if args["guide"]:
+        over["guide"] = args["guide"]
+    common = {"config": args["config"], "overrides": _dump(over)}
+    nodes = [NodeSpec("trainer_node", "trainer_node", "", {
+        "config": args["config"], "overrides": _dump({**over, "num_drones": workers * per}),
+        "out": args["out"], "resume": resume}, required=True)]
+    for i in range(workers):
+        ns = f"w{i}"
+        nodes.append(NodeSpec("sim_node", "sim_node", ns, {
+            **common, "num_drones": per, "worker": i, "backend": args["backend"], "gui": gui and i == 0,
+            "real_time": real_time, "guide_labels": cfg.needs_guide},
+            [("rollout", "/rollout"), ("episodes", "/episodes"), ("train/progress", "/train/progress")]
+            + ([("clock", "/clock")] if i == 0 else [])))
+        nodes.append(NodeSpec("actor_node", "actor_node", ns, {**common, "num_drones": per},
+                              [("actor/weights", "/actor/weights")]))
+        if cfg.needs_guide:
+            nodes.append(NodeSpec("guide_node", "guide_node", ns, {**common, "num_drones": per}))
+        nodes.append(NodeSpec("jumpstart_node", "jumpstart_node", ns, {
+            **common, "num_drones": per, "use_guide": cfg.needs_guide, "seed": cfg.seed + 1000 * i},
+            [("jumpstart/horizon", "/jumpstart/horizon")]))
+    return nodes
+
+
+GRAPHS: dict[str, Graph] = {
+    "train_sim": Graph("train_sim", "train the spiking actor through the ROS graph: sim workers, actor, guide, "
+                       "jump-start and trainer nodes", TRAIN_SIM_ARGUMENTS, train_sim),
+}
+
+
+def environment() -> dict[str, str]:
+    """Environment the graph's processes get on top of the caller's: DDS kept on the loopback
+    unless the user chose otherwise (snn_drone/nodes/dds.py)."""
+    from snn_drone.nodes.dds import localhost_defaults
+    return localhost_defaults()

@@ -1,0 +1,193 @@
+"""sim_node: B simulated Crazyflies (batched torch model or pybullet) on the graph.
+
+Each control step it publishes the batched ``state`` (with every drone's episode step and last
+applied action) and ``/clock``, waits for the ``motor_cmd`` that answers this step (lockstep, as
+fast as the graph allows; the state is resent after ``answer_timeout_s``) or, with
+``real_time:=true``, flies whatever command is newest at the step's wall-clock time (the hardware's
+timing; the jump-start watchdog's safe command included). Drones whose episode ended are reset
+(their next state has ``episode_step`` 0) and listed on ``episodes``. Finished 100-step sequences
+(``EpisodeSlicer``, with the guide's command of each step as the BC label) go out on ``rollout``.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from std_msgs.msg import Float32, Float32MultiArray
+
+from snn_drone.core import task
+from snn_drone.core.batched_env import BatchedHoverEnv
+from snn_drone.core.layout import ACTION_DIM
+from snn_drone.core.sequence_replay import EpisodeSlicer, Sequences
+
+from . import arrays
+from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, run_node
+
+
+class SimNode(Node):
+    def __init__(self):
+        super().__init__("sim_node")
+        cfg = self.cfg = declare_train_config(self)
+        b = declare(self, "num_drones", 0, "drones simulated by this worker (0: the config's num_drones)") or cfg.num_drones
+        backend = declare(self, "backend", "batched", "physics: 'batched' (torch model) or 'pybullet'")
+        gui = declare(self, "gui", False, "pybullet GUI window (implies backend pybullet)")
+        self.real_time = declare(self, "real_time", False, "step at the model's dt of wall-clock time, flying "
+                                 "the newest command (else lockstep: wait for each step's answer)")
+        worker = self.worker = declare(self, "worker", 0, "worker index: offsets the seed so workers fly different episodes")
+        seed = declare(self, "seed", -1, "env seed (-1: config seed + 1000 * worker)")
+        self.answer_timeout_s = declare(self, "answer_timeout_s", 1.0,
+                                        "lockstep: resend the state when no motor_cmd answered it for this long (s)")
+        self.guide_labels = declare(self, "guide_labels", True, "wait for guide/cmd and store it as each "
+                                    "step's BC label (false: zeros, for graphs without a guide)")
+        self.publish_rollout = declare(self, "publish_rollout", True, "publish finished sequences on rollout")
+        self.rollout_every = declare(self, "rollout_every", 10, "publish the sequences finished in this many steps at once")
+        self.max_steps = declare(self, "max_steps", 0, "stop after this many control steps (0: run until shut down)")
+        threads = declare(self, "threads", 1, "torch intra-op threads")
+        if threads > 0:
+            torch.set_num_threads(threads)
+        if gui:
+            backend = "pybullet"
+        self.task_cfg = task.load_task_config(cfg.task_config or None)
+        self.env = BatchedHoverEnv(b, self.task_cfg, cfg.preset, device=cfg.device,
+                                   seed=cfg.seed + 1000 * worker if seed < 0 else seed,
+                                   progress=0.0, backend=backend, gui=gui)
+        self.b = b
+        self.slicer = EpisodeSlicer(b, self.task_cfg.episode_steps, cfg.sequences, device=self.env.device)
+        self.dt_s = float(self.env.params.dt_s)
+        self.pub_state = self.create_publisher(Float32MultiArray, arrays.STATE.topic, LIVE_QOS)
+        self.pub_episodes = self.create_publisher(Float32MultiArray, arrays.EPISODES.topic, LIVE_QOS)
+        self.pub_rollout = self.create_publisher(Float32MultiArray, arrays.ROLLOUT_TOPIC, ROLLOUT_QOS)
+        self.pub_clock = self.create_publisher(Clock, arrays.CLOCK_TOPIC, LIVE_QOS)
+        self.create_subscription(Float32MultiArray, arrays.MOTOR_CMD.topic, self._on_cmd, LIVE_QOS)
+        self.create_subscription(Float32MultiArray, arrays.GUIDE_CMD.topic, self._on_guide, LIVE_QOS)
+        self.create_subscription(Float32, arrays.PROGRESS_TOPIC, self._on_progress, LATCHED_QOS)
+        self.step = 0
+        self._cmds: dict[int, torch.Tensor] = {}
+        self._guide: dict[int, torch.Tensor] = {}
+        self._newest_cmd: torch.Tensor | None = None
+        self._pending: list[Sequences] = []
+        self._pending_env_steps = 0
+        self.get_logger().info(f"{b} drones ({backend}{', GUI' if gui else ''}), "
+                               f"{'real time' if self.real_time else 'lockstep'}, dt {self.dt_s} s")
+
+    # ---- inputs -----------------------------------------------------------------------------
+    def _on_cmd(self, msg):
+        try:
+            rows, head = arrays.unpack(arrays.MOTOR_CMD, msg, rows=self.b)
+        except ValueError as e:
+            self.get_logger().error(f"dropped motor_cmd: {e}")
+            return
+        cmd = torch.from_numpy(rows.copy()).to(self.env.device)
+        self._newest_cmd = cmd
+        if head["step"] is not None and head["step"] >= 0 and not head.get("safe"):
+            self._cmds[int(head["step"])] = cmd
+
+    def _on_guide(self, msg):
+        try:
+            rows, head = arrays.unpack(arrays.GUIDE_CMD, msg, rows=self.b)
+        except ValueError as e:
+            self.get_logger().error(f"dropped guide/cmd: {e}")
+            return
+        if head["step"] is not None:
+            self._guide[int(head["step"])] = torch.from_numpy(rows.copy()).to(self.env.device)
+
+    def _on_progress(self, msg):
+        self.env.set_progress(min(1.0, max(0.0, float(msg.data))))
+
+    # ---- outputs ----------------------------------------------------------------------------
+    def _stamp(self) -> int:
+        return self.step % arrays.STEP_MODULUS
+
+    def _publish_state(self) -> None:
+        env = self.env
+        rows = torch.cat([env.state, env.steps[:, None].to(env.state.dtype), env.action_history[:, -1]], dim=1)
+        self.pub_state.publish(arrays.pack(arrays.STATE, rows, {"step": self._stamp()}))
+        t_ns = int(round(self.step * self.dt_s * 1e9))
+        clock = Clock()
+        clock.clock.sec, clock.clock.nanosec = t_ns // 1_000_000_000, t_ns % 1_000_000_000
+        self.pub_clock.publish(clock)
+
+    def _flush_rollout(self, force: bool = False) -> None:
+        if not self.publish_rollout or not self._pending or (not force and self.step % self.rollout_every):
+            return
+        seqs = Sequences.cat(self._pending)
+        self.pub_rollout.publish(arrays.pack_sequences(seqs, self._pending_env_steps, self.worker))
+        self._pending, self._pending_env_steps = [], 0
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def _answer(self, ex) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Lockstep: spin until this step's motor_cmd (and guide label) arrived; resend the state on timeout."""
+        stamp = self._stamp()
+        sent = time.monotonic()
+        while True:
+            cmd = self._cmds.get(stamp)
+            guide = self._guide.get(stamp) if self.guide_labels else None
+            if cmd is not None and (guide is not None or not self.guide_labels):
+                return cmd, guide
+            if time.monotonic() - sent > self.answer_timeout_s:
+                self._publish_state()
+                sent = time.monotonic()
+            ex.spin_once(timeout_sec=0.05)
+            if not self.context.ok():
+                return None
+
+    def _fly_real_time(self, ex, deadline: float) -> tuple[torch.Tensor, torch.Tensor]:
+        while self.context.ok() and (left := deadline - time.monotonic()) > 0:
+            ex.spin_once(timeout_sec=left)
+        cmd = self._newest_cmd if self._newest_cmd is not None else self.env.action_history[:, -1]
+        guide = self._guide.get(self._stamp()) if self.guide_labels else None
+        return cmd, guide
+
+    def run(self) -> None:
+        ex = SingleThreadedExecutor(context=self.context)
+        ex.add_node(self)
+        env, b = self.env, self.b
+        target = env.target.expand(b, 3)
+        zeros = torch.zeros(b, ACTION_DIM, device=env.device)
+        t0 = time.monotonic()
+        self._publish_state()
+        while self.context.ok() and (self.max_steps <= 0 or self.step < self.max_steps):
+            if self.real_time:
+                got = self._fly_real_time(ex, t0 + (self.step + 1) * self.dt_s)
+            else:
+                got = self._answer(ex)
+            if got is None:
+                break
+            cmd, guide = got
+            stamp = self._stamp()
+            a = cmd.clamp(-1.0, 1.0)
+            state, hist = env.state.clone(), env.action_history
+            _, _, term, trunc, info = env.step(a)
+            self.step += 1
+            self._publish_state()
+            for d in (self._cmds, self._guide):  # keep only answers to states still to come
+                for k in [k for k in d if not 0 < (k - stamp) % arrays.STEP_MODULUS < 1000]:
+                    del d[k]
+            seqs = self.slicer.record(state, a, guide if guide is not None else zeros, info["next_state"],
+                                      term, trunc, hist, target)
+            if seqs is not None:
+                self._pending.append(seqs)
+            self._pending_env_steps += b
+            done = info["done"]
+            if bool(done.any()):
+                ep = torch.stack([info["episode_return"][done], info["episode_length"][done].float(),
+                                  term[done].float()], dim=1)
+                self.pub_episodes.publish(arrays.pack(arrays.EPISODES, ep, {"step": stamp}))
+            self._flush_rollout()
+        self._flush_rollout(force=True)
+        self.get_logger().info(f"stopped after {self.step} steps ({self.step * b} drone steps)")
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def main(argv=None) -> int:
+    return run_node(SimNode, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

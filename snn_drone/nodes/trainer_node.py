@@ -1,0 +1,142 @@
+"""trainer_node: rollout sequences from every sim worker -> sequence replay -> the TD3BC learner.
+
+It runs the same ``Trainer`` as `snn-drone train` with collection outside (``collect=False``): the
+``rollout`` and ``episodes`` topics feed :meth:`Trainer.ingest`; once the workers have flown an
+epoch's worth of steps (``steps_per_epoch`` x ``num_drones``, all workers together) everything that arrived goes to
+the replay and one :meth:`Trainer.train_epoch` runs in a worker thread while the node keeps receiving. After each
+epoch it publishes the weights (latched, version = epoch), the horizon H, the curriculum progress
+and the metrics row; metrics.jsonl, TensorBoard, checkpoints and plots land in ``out`` as with
+`snn-drone train`. With ``from_bags`` it trains offline from recorded rollouts instead. It exits
+(code 0) after ``epochs`` epochs or on SIGINT/SIGTERM, after a final checkpoint.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import Float32, Float32MultiArray, Int32, String, UInt8MultiArray
+
+from snn_drone.core.sequence_replay import Sequences
+from snn_drone.core.training import Trainer
+
+from . import arrays
+from .bag_io import load_rollouts
+from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, run_node
+
+
+class TrainerNode(Node):
+    def __init__(self):
+        super().__init__("trainer_node")
+        cfg = self.cfg = declare_train_config(self)
+        out = declare(self, "out", "runs/train_sim", "run folder: checkpoints, metrics.jsonl, TensorBoard, plots")
+        resume = declare(self, "resume", False, "continue the run in `out` from its last checkpoint")
+        bags = declare(self, "from_bags", "", "comma-separated bag folders to train from offline (empty: live rollouts)")
+        salvage = declare(self, "salvage", False, "read the intact part of truncated bags")
+        self.trainer = Trainer(cfg, out, resume=resume, progress=False, log=self.get_logger().info, collect=False)
+        self.offline = bool(bags.strip())
+        self.pub_weights = self.create_publisher(UInt8MultiArray, arrays.WEIGHTS_TOPIC, LATCHED_QOS)
+        self.pub_horizon = self.create_publisher(Int32, arrays.HORIZON_TOPIC, LATCHED_QOS)
+        self.pub_progress = self.create_publisher(Float32, arrays.PROGRESS_TOPIC, LATCHED_QOS)
+        self.pub_metrics = self.create_publisher(String, arrays.METRICS_TOPIC, LIVE_QOS)
+        self.create_subscription(Float32MultiArray, arrays.ROLLOUT_TOPIC, self._on_rollout, ROLLOUT_QOS)
+        self.create_subscription(Float32MultiArray, arrays.EPISODES.topic, self._on_episodes, LIVE_QOS)
+        self._pending: list = []
+        self._pending_steps = 0
+        self._returns: list[float] = []
+        self.workers_seen: set[int] = set()
+        self._lengths: list[float] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train_epoch")
+        self._epoch: Future | None = None
+        if self.offline:
+            data = load_rollouts([b.strip() for b in bags.split(",") if b.strip()], cfg.sequences.length, salvage)
+            if data.sequences is None:
+                raise ValueError(f"no rollout sequences in {bags}")
+            self.trainer.ingest(data.sequences, data.env_steps, data.returns, data.lengths)
+            self.get_logger().info(f"offline: {data.sequences.n} sequences from {data.messages} rollout messages "
+                                   f"in {bags}")
+        self._publish_state()
+        self.get_logger().info(f"training {cfg.algo}/{cfg.actor} in {out}: epoch {self.trainer.epoch} of "
+                               f"{cfg.epochs}, an epoch per {self.steps_per_epoch} drone steps"
+                               + (" (offline)" if self.offline else ""))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.cfg.steps_per_epoch * self.cfg.num_drones
+
+    # ---- inputs -----------------------------------------------------------------------------
+    def _on_rollout(self, msg) -> None:
+        try:
+            seqs, head = arrays.unpack_sequences(msg, self.cfg.sequences.length)
+        except ValueError as e:
+            self.get_logger().error(f"dropped rollout: {e}")
+            return
+        self._pending.append(seqs)
+        self._pending_steps += head["env_steps"]
+        self.workers_seen.add(head["worker"])
+
+    def _on_episodes(self, msg) -> None:
+        try:
+            rows, _ = arrays.unpack(arrays.EPISODES, msg)
+        except ValueError as e:
+            self.get_logger().error(f"dropped episodes: {e}")
+            return
+        self._returns += rows[:, 0].tolist()
+        self._lengths += rows[:, 1].tolist()
+
+    # ---- outputs ----------------------------------------------------------------------------
+    def _publish_state(self) -> None:
+        tr = self.trainer
+        self.pub_weights.publish(arrays.pack_weights(tr.actor, tr.epoch))
+        self.pub_horizon.publish(Int32(data=int(tr.guide_steps(tr.epoch))))
+        self.pub_progress.publish(Float32(data=float(min(1.0, tr.epoch / max(1, self.cfg.epochs)))))
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def _done(self) -> bool:
+        return self.trainer.epoch >= self.cfg.epochs or self.trainer.stopped_early
+
+    def _start_epoch(self) -> None:
+        """Once an epoch's worth of drone steps arrived (offline: at once), hand it all to the replay
+        (no epoch is running) and run one epoch in the worker thread."""
+        if not self.offline and self._pending_steps < self.steps_per_epoch:
+            return
+        take, self._pending = self._pending, []
+        self.trainer.ingest(Sequences.cat(take) if take else None, self._pending_steps, self._returns, self._lengths)
+        self._pending_steps, self._returns, self._lengths = 0, [], []
+        self._epoch = self._pool.submit(self.trainer.train_epoch)
+
+    def _end_epoch(self) -> None:
+        row = self._epoch.result()
+        self._epoch = None
+        if not self.context.ok():
+            return
+        self._publish_state()
+        self.pub_metrics.publish(String(data=arrays.metrics_json({**row, "rollout_workers": len(self.workers_seen)})))
+        self.get_logger().info(f"epoch {self.trainer.epoch}/{self.cfg.epochs} {self.trainer._postfix(row)}")
+
+    def run(self) -> None:
+        ex = SingleThreadedExecutor(context=self.context)
+        ex.add_node(self)
+        try:
+            while self.context.ok() and not self._done():
+                ex.spin_once(timeout_sec=0.02)
+                if self._epoch is not None and self._epoch.done():
+                    self._end_epoch()
+                if self._epoch is None and not self._done():
+                    self._start_epoch()
+        finally:
+            if self._epoch is not None:
+                self._end_epoch()
+            self.trainer.finish()
+            self._pool.shutdown()
+            self.get_logger().info(f"finished at epoch {self.trainer.epoch}: {self.trainer.out}")
+            time.sleep(0.2)  # let the last latched weights reach late subscribers' queues
+
+
+def main(argv=None) -> int:
+    return run_node(TrainerNode, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
