@@ -204,6 +204,7 @@ def test_pragma_keeps_bit_parity_under_fma_flags_and_removing_it_breaks_parity(p
     assert int((fused["membrane"] != mem).sum()) > 1000
 
 
+@pytest.mark.skipif(shutil.which("nm") is None, reason="needs binutils nm")
 def test_object_file_needs_only_tanhf_and_fits_a_cortex_m4(paper_case, tmp_path):
     _, _, _, _, d = paper_case
     obj = tmp_path / "snn_actor.o"
