@@ -62,6 +62,7 @@ setup(
             "trainer_node = snn_drone.nodes.trainer_node:main",
             "recorder_node = snn_drone.nodes.recorder_node:main",
             "player_node = snn_drone.nodes.player_node:main",
+            "crazyflie_bridge = snn_drone.nodes.crazyflie_bridge:main",
         ],
     },
 )

@@ -1,0 +1,319 @@
+"""crazyflie_bridge: one real Crazyflie on the graph, in place of sim_node (cflib over a Crazyradio).
+
+- State: cflib log blocks at 100 Hz (core/crazyflie_state.py: float or compressed variant) become
+  the batched ``state`` topic with one row, exactly like sim_node's (17 state values, the
+  ``episode_step`` since the policy took over, the last streamed action); crazyswarm2-style
+  ``<robot>/pose`` (PoseStamped, world) and ``<robot>/odom`` (Odometry: twist in the body frame).
+- Motors: while the policy flies (service ``start_policy``), each ``motor_cmd`` is mapped to the
+  firmware's normalised thrusts (core/motor_mapping.py) and streamed to the snn_motor app
+  (firmware/) as one app-channel packet (core/motor_packet.py); the app's watchdog stops or hands
+  back within 50 ms if packets stop. ``stop_policy`` sends the stop packet: the stock controller
+  holds position.
+- Flight services (std_srvs/Trigger, high-level commander): ``takeoff``, ``land``,
+  ``emergency_stop``, ``start_policy``, ``stop_policy``; ``arm`` (std_srvs/SetBool).
+- Motion capture: with ``mocap_topic`` set, PoseStamped messages are forwarded as external pose.
+- Safety (core/safety.py, config/safety.yaml): every state sample and a 50 Hz timer check the
+  geofence, tilt, state age, battery and link; a trip lands (stop streaming + high-level land) or
+  stops (emergency stop) as configured, is logged, and is published on ``safety/status`` (JSON).
+  A ``motor_cmd`` flagged safe (the jump-start watchdog lost the state) ends streaming and lands.
+
+Robots come from a crazyswarm2 crazyflies.yaml (``robots_file``, ``robot``). Not run against a
+Crazyflie here (none attached): built to cflib 0.1.34's documented interfaces.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import yaml
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from std_msgs.msg import Float32MultiArray, String
+from std_srvs.srv import SetBool, Trigger
+
+from snn_drone.core import layout
+from snn_drone.core.config import config_dir, from_dict
+from snn_drone.core.crazyflie_state import LogAssembler, RotorSpeedEstimate, log_blocks, state_from_log
+from snn_drone.core.motor_mapping import MotorMappingConfig, action_to_ratio
+from snn_drone.core.motor_packet import MotorPacketStream
+from snn_drone.core.params import load_preset
+from snn_drone.core.robot_config import load_crazyflies
+from snn_drone.core.safety import SafetySupervisor, load_safety_config
+
+from . import arrays
+from .node_runtime import LIVE_QOS, declare, declare_train_config, run_node
+
+STALE_COMMAND_STEPS = 5
+"""A motor_cmd answering a state more than this many samples old is dropped (50 ms at 100 Hz)."""
+
+
+def _quat_rotate_inverse(q_wxyz, v):
+    """v in world -> body for a body-to-world quaternion."""
+    w, x, y, z = q_wxyz
+    r = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                  [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                  [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+    return r.T @ np.asarray(v)
+
+
+class CrazyflieBridge(Node):
+    def __init__(self):
+        super().__init__("crazyflie_bridge")
+        cfg = declare_train_config(self)
+        robots_file = declare(self, "robots_file", "", "crazyswarm2 crazyflies.yaml (empty: config/crazyflies.yaml)")
+        robot = declare(self, "robot", "", "robot name in the file (empty: the first enabled robot)")
+        self.variant = declare(self, "log_variant", "float", "log blocks: 'float' (3 blocks, 14 floats) or "
+                               "'compressed' (1 block: mm, mrad/s, compressed quaternion)")
+        safety_file = declare(self, "safety_config", "", "safety YAML (empty: config/safety.yaml)")
+        mapping = declare(self, "motor_mapping", "{}", "YAML mapping of MotorMappingConfig keys "
+                          "(mode, max_thrust_per_motor_n, max_ratio)")
+        self.takeoff_height_m = declare(self, "takeoff_height_m", 1.0, "take-off height, world z (m)")
+        self.takeoff_duration_s = declare(self, "takeoff_duration_s", 2.5, "take-off duration (s)")
+        self.land_duration_s = declare(self, "land_duration_s", 3.0, "landing duration (s)")
+        mocap_topic = declare(self, "mocap_topic", "", "PoseStamped topic forwarded as external pose (empty: off)")
+        self.mapping = from_dict(MotorMappingConfig, yaml.safe_load(mapping) or {}, where="motor_mapping")
+        self.params = load_preset(cfg.preset)
+        robots = load_crazyflies(robots_file or config_dir() / "crazyflies.yaml")
+        chosen = [r for r in robots if r.name == robot] if robot else robots[:1]
+        if not chosen:
+            raise ValueError(f"robot {robot!r} is not an enabled robot of {robots_file or 'crazyflies.yaml'} "
+                             f"(robots: {[r.name for r in robots]})")
+        self.robot = chosen[0]
+        self.safety = SafetySupervisor(load_safety_config(safety_file or None))
+        self.rotor = RotorSpeedEstimate(self.params)
+        self.assembler = LogAssembler(self.variant)
+        self.stream = MotorPacketStream()
+        self._lock = threading.Lock()
+        self.streaming = False
+        self.flying = False  # safety acts between take-off and the end of a landing / stop
+        self._rest_at: float | None = None
+        self.episode_step = 0
+        self.step = 0
+        self.last_action = np.full(layout.ACTION_DIM, self.params.hover_action)
+        self.state: np.ndarray | None = None
+        self.state_time = None
+        self.battery_v = None
+        self.last_link = None
+
+        name = self.robot.name
+        self.pub_state = self.create_publisher(Float32MultiArray, arrays.STATE.topic, LIVE_QOS)
+        self.pub_pose = self.create_publisher(PoseStamped, f"{name}/pose", LIVE_QOS)
+        self.pub_odom = self.create_publisher(Odometry, f"{name}/odom", LIVE_QOS)
+        self.pub_safety = self.create_publisher(String, "safety/status", LIVE_QOS)
+        self.create_subscription(Float32MultiArray, arrays.MOTOR_CMD.topic, self._on_cmd, LIVE_QOS)
+        if mocap_topic:
+            self.create_subscription(PoseStamped, mocap_topic, self._on_mocap, LIVE_QOS)
+        for srv, cb in (("takeoff", self._takeoff), ("land", self._land), ("emergency_stop", self._estop),
+                        ("start_policy", self._start_policy), ("stop_policy", self._stop_policy)):
+            self.create_service(Trigger, srv, cb)
+        self.create_service(SetBool, "arm", self._arm)
+        self.create_timer(0.02, self._check_safety)
+        self._connect()
+
+    # ---- radio ------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        import cflib.crtp
+        from cflib.crazyflie import Crazyflie
+        from cflib.crazyflie.log import LogConfig
+        cflib.crtp.init_drivers()
+        from pathlib import Path
+        cache = Path.home() / ".cache" / "snn_drone" / "cflib"
+        cache.mkdir(parents=True, exist_ok=True)
+        self.cf = cf = Crazyflie(rw_cache=str(cache))
+        connected = threading.Event()
+        failure: list[str] = []
+        cf.fully_connected.add_callback(lambda uri: connected.set())
+        cf.connection_failed.add_callback(lambda uri, msg: (failure.append(msg), connected.set()))
+        cf.connection_lost.add_callback(lambda uri, msg: self.get_logger().error(f"link to {uri} lost: {msg}"))
+        cf.packet_received.add_callback(self._on_packet)
+        self.get_logger().info(f"connecting to {self.robot.name} at {self.robot.uri}")
+        cf.open_link(self.robot.uri)
+        if not connected.wait(20.0) or failure:
+            raise ValueError(f"cannot connect to {self.robot.uri}: {failure[0] if failure else 'timeout after 20 s'}")
+        cf.param.set_value("commander.enHighLevel", "1")
+        for block, variables in log_blocks(self.variant):
+            lc = LogConfig(name=block, period_in_ms=10)
+            for var, fetch in variables:
+                lc.add_variable(var, fetch)
+            cf.log.add_config(lc)
+            lc.data_received_cb.add_callback(self._on_log)
+            lc.error_cb.add_callback(lambda logconf, msg: self.get_logger().error(f"log block {logconf.name}: {msg}"))
+            lc.start()
+        self.get_logger().info(f"connected; logging {self.variant} state blocks at 100 Hz")
+
+    def _on_packet(self, pk) -> None:
+        self.last_link = time.monotonic()
+
+    def _on_log(self, timestamp, data, logconf) -> None:
+        sample = self.assembler.add(logconf.name, timestamp, data)
+        if sample is None:
+            return
+        try:
+            state, vbat = state_from_log(sample[1], self.rotor.speed, self.variant)
+        except (ValueError, KeyError) as e:
+            self.get_logger().error(f"dropped state sample: {e}")
+            return
+        now = time.monotonic()
+        with self._lock:
+            self.state, self.state_time, self.battery_v = state, now, vbat
+            self.step += 1
+            row = np.concatenate([state, [self.episode_step], self.last_action])[None]
+            stamp = self.step
+            if self.streaming:
+                self.episode_step += 1
+        self.pub_state.publish(arrays.pack(arrays.STATE, row, {"step": stamp}))
+        self._publish_pose(state)
+        self._check_safety()
+
+    def _publish_pose(self, s: np.ndarray) -> None:
+        stamp = self.get_clock().now().to_msg()
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = stamp, "world"
+        p, q = s[layout.POS], s[layout.QUAT]
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in p)
+        o = pose.pose.orientation
+        o.w, o.x, o.y, o.z = (float(v) for v in q)
+        self.pub_pose.publish(pose)
+        odom = Odometry()
+        odom.header = pose.header
+        odom.child_frame_id = self.robot.name
+        odom.pose.pose = pose.pose
+        lin = odom.twist.twist.linear
+        lin.x, lin.y, lin.z = (float(v) for v in _quat_rotate_inverse(q, s[layout.VEL]))
+        ang = odom.twist.twist.angular
+        ang.x, ang.y, ang.z = (float(v) for v in s[layout.ANGVEL])
+        self.pub_odom.publish(odom)
+
+    # ---- motor commands ---------------------------------------------------------------------
+    def _on_cmd(self, msg) -> None:
+        try:
+            rows, head = arrays.unpack(arrays.MOTOR_CMD, msg, rows=1)
+        except ValueError as e:
+            self.get_logger().error(f"dropped motor_cmd: {e}")
+            return
+        if head.get("safe"):
+            if self.streaming:
+                self.get_logger().warning("motor_cmd marked safe (the graph lost the state): landing")
+                self._end_flight("land", "jump-start watchdog safe command")
+            return
+        with self._lock:
+            if not self.streaming:
+                return
+            step = head["step"]
+            if step is not None and (self.step - int(step)) % arrays.STEP_MODULUS > STALE_COMMAND_STEPS:
+                return
+            action = np.clip(rows[0].astype(np.float64), -1.0, 1.0)
+            packet = self.stream.packet(action_to_ratio(action, self.params, self.mapping))
+            self.last_action = action
+            self.rotor.update(action)
+        self.cf.appchannel.send_packet(packet)
+
+    def _stop_streaming(self) -> None:
+        with self._lock:
+            was = self.streaming
+            self.streaming = False
+        if was:
+            self.cf.appchannel.send_packet(self.stream.stop())
+
+    # ---- safety -----------------------------------------------------------------------------
+    def _check_safety(self) -> None:
+        if self._rest_at is not None and time.monotonic() > self._rest_at:
+            self.flying, self._rest_at = False, None
+        if not self.flying:
+            return
+        with self._lock:
+            state, t_state, vbat, t_link = self.state, self.state_time, self.battery_v, self.last_link
+        verdict = self.safety.check(time.monotonic(), state, t_state, vbat, t_link)
+        for v in verdict.new:
+            text = f"safety trip {v.kind}: {v.message} -> {v.action}"
+            (self.get_logger().warning if v.action == "warn" else self.get_logger().error)(text)
+            self.pub_safety.publish(String(data=json.dumps({"robot": self.robot.name, "kind": v.kind,
+                                                            "action": v.action, "value": v.value,
+                                                            "limit": v.limit, "message": v.message,
+                                                            "verdict": verdict.action})))
+        if verdict.new and verdict.action in ("land", "stop"):
+            self._end_flight(verdict.action, verdict.new[0].kind)
+
+    def _end_flight(self, action: str, reason: str) -> None:
+        self._stop_streaming()
+        if action == "stop":
+            self._emergency_stop()
+            self.flying = False
+        else:
+            self.cf.high_level_commander.land(0.0, self.land_duration_s)
+            # safety keeps watching the landing, then rests until the next take-off
+            self._rest_at = time.monotonic() + self.land_duration_s + 0.5
+        self.get_logger().info(f"{action} ({reason})")
+
+    def _emergency_stop(self) -> None:
+        sup = getattr(self.cf, "supervisor", None)
+        if sup is not None and self.cf.platform.get_protocol_version() >= 12:
+            sup.send_emergency_stop()
+        else:
+            self.cf.loc.send_emergency_stop()
+
+    # ---- services ---------------------------------------------------------------------------
+    def _reply(self, response, ok: bool, message: str):
+        response.success, response.message = ok, message
+        self.get_logger().info(message)
+        return response
+
+    def _takeoff(self, request, response):
+        self.safety.reset()
+        self.flying, self._rest_at = True, None
+        self.rotor.reset(airborne=True)  # the stock controller spins the rotors up to hover
+        self.cf.high_level_commander.takeoff(self.takeoff_height_m, self.takeoff_duration_s)
+        return self._reply(response, True, f"take-off to {self.takeoff_height_m} m in {self.takeoff_duration_s} s")
+
+    def _land(self, request, response):
+        self._end_flight("land", "land service")
+        return self._reply(response, True, f"landing in {self.land_duration_s} s")
+
+    def _estop(self, request, response):
+        self._end_flight("stop", "emergency_stop service")
+        return self._reply(response, True, "emergency stop sent (latched until the Crazyflie restarts)")
+
+    def _start_policy(self, request, response):
+        with self._lock:
+            if self.state is None:
+                return self._reply(response, False, "no state yet: cannot hand the motors to the policy")
+            self.stream.restart()
+            self.episode_step = 0
+            self.streaming = True
+        return self._reply(response, True, "policy flies: streaming motor commands (episode restarts)")
+
+    def _stop_policy(self, request, response):
+        self._stop_streaming()
+        return self._reply(response, True, "stopped streaming: the stock controller holds position")
+
+    def _arm(self, request, response):
+        sup = getattr(self.cf, "supervisor", None)
+        if sup is not None and self.cf.platform.get_protocol_version() >= 12:
+            sup.send_arming_request(bool(request.data))
+        else:
+            self.cf.platform.send_arming_request(bool(request.data))
+        return self._reply(response, True, "arming request sent" if request.data else "disarming request sent")
+
+    # ---- motion capture ---------------------------------------------------------------------
+    def _on_mocap(self, msg: PoseStamped) -> None:
+        p, o = msg.pose.position, msg.pose.orientation
+        self.cf.extpos.send_extpose(p.x, p.y, p.z, o.x, o.y, o.z, o.w)
+
+    def close(self) -> None:
+        cf = getattr(self, "cf", None)
+        if cf is not None:
+            try:
+                self._stop_streaming()
+            finally:
+                cf.close_link()
+
+
+def main(argv=None) -> int:
+    return run_node(CrazyflieBridge, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
