@@ -15,6 +15,7 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=int, default=None,
                    help="guide steps before hand-over (default: 50 for a spiking actor, 0 for an ANN)")
     p.add_argument("--preset", default="cf21_paper", help="quadrotor preset (default: %(default)s)")
+    p.add_argument("--task", metavar="FILE", help="task YAML (default: config/task.yaml)")
     p.add_argument("--seed", type=int, default=12345, help="seed of the initial states (default: %(default)s)")
     p.add_argument("--plot", metavar="PNG", help="3-D trajectory picture (default: next to the checkpoint)")
     p.set_defaults(func=run)
@@ -28,13 +29,13 @@ def run(args) -> int:
     from snn_drone.core.plots import plot_trajectories_3d
     from snn_drone.core.rollout import evaluate
     from snn_drone.core.spiking_actor import SpikingActor
-    from snn_drone.core.training import resolve_path
+    from snn_drone.core.training import load_guide
 
     ckpt = Path(args.checkpoint)
     actor = load_policy(ckpt)
     warmup = args.warmup if args.warmup is not None else (HorizonConfig().warmup if isinstance(actor, SpikingActor) else 0)
-    guide = load_policy(resolve_path(args.guide)) if warmup > 0 else None
-    env = BatchedHoverEnv(args.episodes, task.load_task_config(), args.preset, autoreset=False)
+    guide = load_guide(args.guide, args.preset) if warmup > 0 else None
+    env = BatchedHoverEnv(args.episodes, task.load_task_config(args.task), args.preset, autoreset=False)
     res = evaluate(actor, guide, env, warmup, seed=args.seed)
     s = res.summary()
     print(f"episodes:          {args.episodes} (guide flies the first {warmup} steps)")
