@@ -25,6 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="training YAML (default: config/train.yaml; keys: TrainConfig)")
     p.add_argument("--out", metavar="DIR", help="run folder for checkpoints, metrics, TensorBoard, plots")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--task", metavar="FILE", help="task YAML (default: config/task.yaml; e.g. config/task_symmetric_rotors.yaml)")
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
@@ -44,6 +45,9 @@ def register(sub) -> None:
     p.add_argument("--slope", metavar="SPEC", help="surrogate slope schedule: fixed:K | interval | adaptive")
     p.add_argument("--no-jump-start", action="store_true", help="ablation: the guide never flies (BC labels only)")
     p.add_argument("--no-bc", action="store_true", help="ablation: no BC term in the actor loss")
+    p.add_argument("--from-bags", nargs="+", metavar="DIR",
+                   help="train offline from the rollout topics of recorded bags (snn-drone record) instead of flying")
+    p.add_argument("--salvage", action="store_true", help="with --from-bags: use the intact part of truncated bags")
     p.set_defaults(func=run_train)
 
     g = sub.add_parser("train-guide", help="train the privileged guide policy with TD3 (config/guide.yaml)",
@@ -63,6 +67,8 @@ def _build(args, default_config: Path, defaults: dict | None = None):
     for key in ("seed", "epochs", "algo", "actor"):
         if getattr(args, key, None) is not None:
             over[key] = getattr(args, key)
+    if getattr(args, "task", None):
+        over["task_config"] = args.task
     if getattr(args, "no_jump_start", False):
         over["jump_start"] = False
     if getattr(args, "no_bc", False):
@@ -84,8 +90,17 @@ def run_train(args) -> int:
     from snn_drone.core.training import Trainer, default_config_path
     cfg = _build(args, default_config_path())
     out = Path(args.out or Path("runs") / _run_name(cfg))
-    trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
+    bags = getattr(args, "from_bags", None)
+    trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress, collect=not bags)
     print(f"run folder: {out}")
+    if bags and len(trainer.replay) == 0:  # a resumed run has the bags' sequences in its checkpoint
+        from snn_drone.nodes.bag_io import load_rollouts
+        data = load_rollouts(bags, cfg.sequences.length, salvage=args.salvage)
+        if data.sequences is None:
+            raise ValueError(f"no rollout sequences in {', '.join(bags)} (topics named .../rollout)")
+        trainer.ingest(data.sequences, data.env_steps, data.returns, data.lengths)
+        print(f"offline from bags: {data.sequences.n} sequences ({data.messages} rollout messages, "
+              f"{data.env_steps} drone steps)")
     trainer.run()
     _report(trainer, out)
     return 0

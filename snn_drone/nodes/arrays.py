@@ -113,6 +113,26 @@ ROLLOUT_HEADER = ("env_steps", "worker")
 FLOAT_ARRAY_TYPE = "std_msgs/msg/Float32MultiArray"
 """Type of every batched topic and of the rollout topic."""
 
+TOPIC_TYPES: dict[str, tuple[str, bool]] = {
+    **{t: (FLOAT_ARRAY_TYPE, False) for t in (*SPECS, ROLLOUT_TOPIC)},
+    WEIGHTS_TOPIC: ("std_msgs/msg/UInt8MultiArray", True),
+    HORIZON_TOPIC: ("std_msgs/msg/Int32", True),
+    PROGRESS_TOPIC: ("std_msgs/msg/Float32", True),
+    METRICS_TOPIC: ("std_msgs/msg/String", False),
+    STATUS_TOPIC: ("std_msgs/msg/String", False),
+    CLOCK_TOPIC: ("rosgraph_msgs/msg/Clock", False),
+}
+"""Every topic of the package (relative name) -> (message type, latched)."""
+
+
+def topic_type(topic: str) -> tuple[str, bool] | None:
+    """(type, latched) of a package topic under any namespace, e.g. /w1/actor/cmd; None if unknown."""
+    name = topic.strip("/")
+    for rel, tl in TOPIC_TYPES.items():
+        if name == rel or name.endswith("/" + rel):
+            return tl
+    return None
+
 
 class Unpacked(NamedTuple):
     rows: np.ndarray        # [N, width] float32

@@ -134,7 +134,10 @@ class JumpStartNode(Node):
         self.pub.publish(arrays.pack(arrays.MOTOR_CMD, self.safe, {"step": -1, "guide_steps": self.h, "safe": 1}))
 
     def _report(self, text: str, warn: bool = False) -> None:
-        (self.get_logger().warning if warn else self.get_logger().info)(text)
+        if warn:
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().info(text)
         self.pub_status.publish(String(data=text))
 
 

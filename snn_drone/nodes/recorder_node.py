@@ -2,8 +2,9 @@
 
 Every ``discover_every_s`` it subscribes to new topics of the graph (all of them but /rosout and
 /parameter_events, or those listed in ``topics``), with the durability their publishers offer (so
-latched weights and horizon are recorded too), and writes each message as received (serialized,
-stamped with the receive time). The bag is flushed every ``flush_every_s``; SIGINT/SIGTERM or
+latched weights and horizon are recorded too); listed topics of the package (arrays.TOPIC_TYPES)
+are subscribed at once, before their publishers start, so that nothing is missed. Each message is
+written as received (serialized, stamped with the receive time). The bag is flushed every ``flush_every_s``; SIGINT/SIGTERM or
 ``duration_s`` close it (metadata.yaml written).
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from .arrays import topic_type
 from .bag_io import BagWriter
 from .node_runtime import declare, run_node
 
@@ -41,6 +43,10 @@ class RecorderNode(Node):
         self.bag = BagWriter(out, storage)
         self._subs = {}
         self._t0 = time.monotonic()
+        for topic in sorted(self.only or ()):  # the package's own topics: subscribe before any publisher exists
+            known = topic_type(topic)
+            if known is not None:
+                self._subscribe(topic, known[0], latched=known[1], best_effort=False)
         self.create_timer(discover_s, self._discover)
         self.create_timer(flush_s, self.bag.flush)
         self._discover()
@@ -55,19 +61,22 @@ class RecorderNode(Node):
                 continue
             latched = any(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
             best_effort = any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos)
-            qos = QoSProfile(depth=1000,
-                             reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
-            try:
-                cls = message_class(types[0])
-            except (ImportError, AttributeError, ValueError):
-                self.get_logger().warning(f"not recording {topic}: unknown type {types[0]}")
-                self._subs[topic] = None
-                continue
-            self.bag.add_topic(topic, types[0], latched=latched, depth=1 if latched else 10)
-            self._subs[topic] = self.create_subscription(
-                cls, topic, lambda raw, t=topic: self.bag.write(t, time.time_ns(), raw), qos, raw=True)
-            self.get_logger().info(f"recording {topic} ({types[0]}{', latched' if latched else ''})")
+            self._subscribe(topic, types[0], latched, best_effort)
+
+    def _subscribe(self, topic: str, msgtype: str, latched: bool, best_effort: bool) -> None:
+        try:
+            cls = message_class(msgtype)
+        except (ImportError, AttributeError, ValueError):
+            self.get_logger().warning(f"not recording {topic}: unknown type {msgtype}")
+            self._subs[topic] = None
+            return
+        qos = QoSProfile(depth=1000,
+                         reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+        self.bag.add_topic(topic, msgtype, latched=latched, depth=1 if latched else 10)
+        self._subs[topic] = self.create_subscription(
+            cls, topic, lambda raw, t=topic: self.bag.write(t, time.time_ns(), raw), qos, raw=True)
+        self.get_logger().info(f"recording {topic} ({msgtype}{', latched' if latched else ''})")
 
     def run(self) -> None:
         from rclpy.executors import SingleThreadedExecutor

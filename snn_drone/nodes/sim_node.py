@@ -39,8 +39,9 @@ class SimNode(Node):
                                  "the newest command (else lockstep: wait for each step's answer)")
         worker = self.worker = declare(self, "worker", 0, "worker index: offsets the seed so workers fly different episodes")
         seed = declare(self, "seed", -1, "env seed (-1: config seed + 1000 * worker)")
-        self.answer_timeout_s = declare(self, "answer_timeout_s", 1.0,
-                                        "lockstep: resend the state when no motor_cmd answered it for this long (s)")
+        self.answer_timeout_s = declare(self, "answer_timeout_s", 0.2, "lockstep: resend the state when no "
+                                        "motor_cmd answered it for this long (s); keeps the jump-start watchdog "
+                                        "(state_timeout_s 0.5) quiet while a node starts")
         self.guide_labels = declare(self, "guide_labels", True, "wait for guide/cmd and store it as each "
                                     "step's BC label (false: zeros, for graphs without a guide)")
         self.publish_rollout = declare(self, "publish_rollout", True, "publish finished sequences on rollout")

@@ -1,0 +1,159 @@
+"""The train_sim graph with real rclpy nodes in separate processes (started by `snn-drone launch`):
+two sim workers feed one trainer, weights flow back to the actor nodes, the jump-start mux hands
+over at step H; the launch file declares the same graph; the launcher stops on a dead node."""
+import importlib.util
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from std_msgs.msg import Float32MultiArray, String
+
+from ros_helpers import Probe, Processes, fresh_domain_id, fresh_guide, overrides
+from snn_drone import graphs
+from snn_drone.core.training import package_root
+from snn_drone.nodes import arrays
+
+# H = max(warm-up 5, 500 - (480 + 5 epoch)) = 20, 15, 10, 5, ...; no noise: the mux is exact
+HANDOVER = {"horizon.warmup": 5, "horizon.snn_steps_start": 480, "horizon.snn_steps_increment": 5,
+            "horizon.epochs_per_stage": 1, "horizon.exploration_noise": 0.0}
+TRAINED_GUIDE = package_root() / "checkpoints" / "guide.pt"
+
+
+def _launch_train_sim(tmp_path, guide, epochs, **over):
+    domain = fresh_domain_id()
+    procs = Processes(tmp_path / "logs", domain)
+    ov = overrides(guide=str(guide), epochs=epochs, **HANDOVER, **over)
+    procs.cli("launch", "launch", "train_sim", "workers:=2", "drones_per_worker:=4", f"out:={tmp_path / 'run'}",
+              f"overrides:={ov}")
+    return procs, Probe(domain)
+
+
+def test_two_workers_train_one_trainer_weights_reach_the_actors_and_the_guide_hands_over_at_H(tmp_path):
+    procs, probe = _launch_train_sim(tmp_path, fresh_guide(tmp_path / "guide.pt"), epochs=6)
+    try:
+        topics = {k: probe.listen(f"/w0/{t}", Float32MultiArray) for k, t in
+                  (("state", "state"), ("actor", "actor/cmd"), ("guide", "guide/cmd"), ("motor", "motor_cmd"))}
+        w1_state = probe.listen("/w1/state", Float32MultiArray)
+        metrics = probe.listen("/train/metrics", String)
+        rollouts = probe.listen("/rollout", Float32MultiArray)
+        probe.spin_until(lambda: any(json.loads(m.data)["epoch"] >= 6 for m in metrics), 150,
+                         "the trainer's 6th epoch on /train/metrics", procs, "launch")
+        rc = procs.procs["launch"].wait(timeout=60)
+        assert rc == 0, procs.log("launch")[-3000:]  # the trainer finished, the launcher stopped the graph
+    finally:
+        procs.stop_all()
+        probe.close()
+    log = procs.log("launch")
+    assert "Traceback" not in log, log[-3000:]
+
+    rows = [json.loads(m.data) for m in metrics]
+    last = rows[-1]
+    assert [r["epoch"] for r in rows] == list(range(1, 7))
+    assert last["rollout_workers"] == 2 and last["replay_sequences"] > 0 and last["updates"] == 12
+    assert last["env_steps"] >= 6 * 30 * 8  # every epoch waited for 30 steps of all 8 drones
+    assert {arrays.unpack_sequences(m, 20)[1]["worker"] for m in rollouts} == {0, 1}
+    assert len(w1_state) > 50
+
+    # the actor nodes follow the latched weights: the version they fly with grows with the epochs
+    versions = [arrays.unpack(arrays.ACTOR_CMD, m).header["weights_version"] for m in topics["actor"]]
+    assert versions[0] == 0 and max(versions) >= 4 and np.all(np.diff(versions) >= 0)
+
+    # jump-start: guide command while episode_step < H, actor command after (noise 0: exactly)
+    def by_step(key, spec):
+        out = {}
+        for m in topics[key]:
+            rows_, head = arrays.unpack(spec, m)
+            out[int(head["step"])] = (rows_, head)
+        return out
+    state, actor, guide, motor = (by_step("state", arrays.STATE), by_step("actor", arrays.ACTOR_CMD),
+                                  by_step("guide", arrays.GUIDE_CMD), by_step("motor", arrays.MOTOR_CMD))
+    guided = flown_by_actor = 0
+    horizons = set()
+    for step in sorted(set(state) & set(actor) & set(guide) & set(motor)):
+        h = motor[step][1]["guide_steps"]
+        horizons.add(h)
+        ep = state[step][0][:, arrays.EPISODE_STEP_COL]
+        for d in range(4):
+            expect = guide[step][0][d] if ep[d] < h else actor[step][0][d]
+            assert np.array_equal(motor[step][0][d], expect), (step, d, ep[d], h)
+            guided += int(ep[d] < h)
+            flown_by_actor += int(ep[d] >= h)
+    assert guided > 50 and flown_by_actor > 50
+    assert 20 in horizons and len(horizons) >= 3  # the trainer moved H: 20, 15, 10, ...
+
+
+@pytest.mark.skipif(not TRAINED_GUIDE.is_file(), reason="needs the trained guide checkpoints/guide.pt "
+                    "(an untrained guide crashes within the warm-up, so the actor never changes the return)")
+def test_train_sim_with_the_trained_guide_raises_the_evaluation_return(tmp_path):
+    procs, probe = _launch_train_sim(tmp_path, TRAINED_GUIDE, epochs=30, eval_every=10, eval_episodes=20,
+                                     updates_per_epoch=10, batch_sequences=16, **{"snn.hidden": [64, 32]})
+    try:
+        metrics = probe.listen("/train/metrics", String)
+        probe.spin_until(lambda: any(json.loads(m.data)["epoch"] >= 30 for m in metrics), 500, "30 epochs",
+                         procs, "launch")
+    finally:
+        procs.stop_all()
+        probe.close()
+    evals = [json.loads(m.data)["eval_return"] for m in metrics if json.loads(m.data).get("eval_return") is not None]
+    assert len(evals) == 3 and evals[-1] > evals[0], evals
+
+
+def _load_launch_file():
+    path = package_root() / "launch" / "train_sim.launch.py"
+    spec = importlib.util.spec_from_file_location("train_sim_launch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # import-safe without launch_ros
+    return module
+
+
+def test_launch_file_declares_the_same_graph_as_snn_drone_launch():
+    launch_file = _load_launch_file()
+    for args in ({}, {"workers": "2", "drones_per_worker": "8", "gui": "true", "resume": "true"},
+                 {"workers": "3", "overrides": "{algo: td3}"}):
+        assert launch_file.node_specs(args) == graphs.GRAPHS["train_sim"].nodes(args)
+    assert launch_file.GRAPH is graphs.GRAPHS["train_sim"]
+    names = {a.name for a in launch_file.GRAPH.arguments}
+    assert {"workers", "drones_per_worker", "gui", "real_time", "config", "resume"} <= names
+    two = graphs.GRAPHS["train_sim"].nodes({"workers": "2", "overrides": "{num_drones: 16}"})
+    assert [n.label for n in two] == ["trainer_node", "w0/sim_node", "w0/actor_node", "w0/guide_node",
+                                      "w0/jumpstart_node", "w1/sim_node", "w1/actor_node", "w1/guide_node",
+                                      "w1/jumpstart_node"]
+    assert two[0].parameters["overrides"] == "{num_drones: 16}" and two[1].parameters["num_drones"] == 8
+    assert ("rollout", "/rollout") in two[5].remappings and ("clock", "/clock") not in two[5].remappings
+    td3 = graphs.GRAPHS["train_sim"].nodes({"overrides": "{algo: td3}"})
+    assert "guide_node" not in [n.name for n in td3]  # no guide: the actor flies from step 0
+    with pytest.raises(ValueError, match="train_sim has no argument worker; arguments: workers"):
+        graphs.GRAPHS["train_sim"].nodes({"worker": "2"})
+
+
+def test_launcher_stops_the_graph_and_exits_nonzero_when_a_node_dies(tmp_path):
+    procs = Processes(tmp_path / "logs", fresh_domain_id())
+    try:
+        procs.cli("launch", "launch", "train_sim", "drones_per_worker:=2", f"out:={tmp_path / 'run'}",
+                  f"overrides:={overrides(guide=str(tmp_path / 'no_such_guide.pt'), algo='td3bc_jsrl')}")
+        rc = procs.procs["launch"].wait(timeout=90)
+    finally:
+        procs.stop_all()
+    log = procs.log("launch")
+    assert rc != 0, log[-2000:]
+    assert "policy checkpoint" in log and "no_such_guide.pt does not exist" in log
+    assert "died with exit code 2; stopping the graph" in log
+
+
+def test_launcher_forwards_sigint_and_the_trainer_checkpoints_on_the_way_out(tmp_path):
+    procs, probe = _launch_train_sim(tmp_path, fresh_guide(tmp_path / "guide.pt"), epochs=10000)
+    try:
+        metrics = probe.listen("/train/metrics", String)
+        probe.spin_until(lambda: len(metrics) >= 2, 150, "two epochs", procs, "launch")
+        rc = procs.stop("launch", signal.SIGINT, timeout_s=60)
+    finally:
+        procs.stop_all()
+        probe.close()
+    log = procs.log("launch")
+    assert rc == 0, log[-3000:]
+    assert "SIGINT: stopping the graph" in log and "killing" not in log
+    import torch
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] >= 2
