@@ -195,7 +195,8 @@ class TD3BCLearner:
             for p, pt in zip(net.parameters(), tgt.parameters()):
                 pt.lerp_(p, tau)
             for bf, bt in zip(net.buffers(), tgt.buffers()):
-                bt.copy_(bf)
+                if bt.shape == bf.shape:  # e.g. the surrogate slope; skip per-batch state buffers
+                    bt.copy_(bf)
 
     def end_epoch(self) -> None:
         """lambda_BC <- decay * lambda_BC."""
