@@ -125,7 +125,8 @@ def train_sim(args: dict[str, str]) -> list[NodeSpec]:
         ns = f"w{i}"
         nodes.append(NodeSpec("sim_node", "sim_node", ns, {
             **common, "num_drones": per, "worker": i, "backend": args["backend"], "gui": gui and i == 0,
-            "real_time": real_time, "guide_labels": cfg.needs_guide},
+            "real_time": real_time, "guide_labels": cfg.needs_guide,
+            "wait_for_subscribers": 3 if cfg.needs_guide else 2},  # actor, (guide,) jump-start
             [("rollout", "/rollout"), ("episodes", "/episodes"), ("train/progress", "/train/progress")]
             + ([("clock", "/clock")] if i == 0 else [])))
         nodes.append(NodeSpec("actor_node", "actor_node", ns, {**common, "num_drones": per},

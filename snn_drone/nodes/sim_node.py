@@ -42,11 +42,14 @@ class SimNode(Node):
         self.answer_timeout_s = declare(self, "answer_timeout_s", 0.2, "lockstep: resend the state when no "
                                         "motor_cmd answered it for this long (s); keeps the jump-start watchdog "
                                         "(state_timeout_s 0.5) quiet while a node starts")
-        self.guide_labels = declare(self, "guide_labels", True, "wait for guide/cmd and store it as each "
-                                    "step's BC label (false: zeros, for graphs without a guide)")
+        self.guide_labels = declare(self, "guide_labels", cfg.needs_guide, "wait for guide/cmd and store it as "
+                                    "each step's BC label (false: zeros, for graphs without a guide; default: "
+                                    "whether the config's algorithm uses a guide)")
         self.publish_rollout = declare(self, "publish_rollout", True, "publish finished sequences on rollout")
         self.rollout_every = declare(self, "rollout_every", 10, "publish the sequences finished in this many steps at once")
         self.max_steps = declare(self, "max_steps", 0, "stop after this many control steps (0: run until shut down)")
+        self.wait_for_subscribers = declare(self, "wait_for_subscribers", 0, "publish the first state once this many "
+                                            "subscribers listen to it (the graph's actor, guide and jump-start)")
         threads = declare(self, "threads", 1, "torch intra-op threads")
         if threads > 0:
             torch.set_num_threads(threads)
@@ -149,6 +152,8 @@ class SimNode(Node):
         env, b = self.env, self.b
         target = env.target.expand(b, 3)
         zeros = torch.zeros(b, ACTION_DIM, device=env.device)
+        while self.context.ok() and self.pub_state.get_subscription_count() < self.wait_for_subscribers:
+            ex.spin_once(timeout_sec=0.05)
         t0 = time.monotonic()
         self._publish_state()
         while self.context.ok() and (self.max_steps <= 0 or self.step < self.max_steps):

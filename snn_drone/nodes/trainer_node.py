@@ -49,7 +49,7 @@ class TrainerNode(Node):
         self._lengths: list[float] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train_epoch")
         self._epoch: Future | None = None
-        if self.offline:
+        if self.offline and len(self.trainer.replay) == 0:  # resumed: the bags' sequences are in the checkpoint
             data = load_rollouts([b.strip() for b in bags.split(",") if b.strip()], cfg.sequences.length, salvage)
             if data.sequences is None:
                 raise ValueError(f"no rollout sequences in {bags}")
