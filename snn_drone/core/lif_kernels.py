@@ -209,14 +209,13 @@ def _row_blocks(batch: int) -> list[tuple[int, int]]:
 
 
 def _parallel(fn, blocks: list[tuple[int, int]]) -> None:
-    """Run ``fn(i, b0, b1)`` for every row block, on the thread pool when there are several."""
+    """Run ``fn(i, b0, b1)`` for every row block: the first in this thread, the others on the pool."""
     global _pool
-    if len(blocks) == 1:
-        fn(0, *blocks[0])
-        return
-    if _pool is None or _pool._max_workers < len(blocks):
-        _pool = ThreadPoolExecutor(max_workers=len(blocks), thread_name_prefix="snn_drone_lif")
-    for f in [_pool.submit(fn, i, b0, b1) for i, (b0, b1) in enumerate(blocks)]:
+    if len(blocks) > 1 and (_pool is None or _pool._max_workers < len(blocks) - 1):
+        _pool = ThreadPoolExecutor(max_workers=len(blocks) - 1, thread_name_prefix="snn_drone_lif")
+    futures = [_pool.submit(fn, i, b0, b1) for i, (b0, b1) in enumerate(blocks) if i > 0]
+    fn(0, *blocks[0])
+    for f in futures:
         f.result()
 
 
