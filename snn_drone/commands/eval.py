@@ -15,7 +15,9 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=int, default=None,
                    help="guide steps before hand-over (default: 50 for a spiking actor, 0 for an ANN)")
     p.add_argument("--preset", default="cf21_paper", help="quadrotor preset (default: %(default)s)")
-    p.add_argument("--task", metavar="FILE", help="task YAML (default: config/task.yaml)")
+    p.add_argument("--task", metavar="FILE",
+                   help="task YAML (default: the task_config of the run's config.yaml next to the checkpoint, "
+                        "else config/task.yaml)")
     p.add_argument("--seed", type=int, default=12345, help="seed of the initial states (default: %(default)s)")
     p.add_argument("--plot", metavar="PNG", help="3-D trajectory picture (default: next to the checkpoint)")
     p.set_defaults(func=run)
@@ -35,9 +37,11 @@ def run(args) -> int:
     actor = load_policy(ckpt)
     warmup = args.warmup if args.warmup is not None else (HorizonConfig().warmup if isinstance(actor, SpikingActor) else 0)
     guide = load_guide(args.guide, args.preset) if warmup > 0 else None
-    env = BatchedHoverEnv(args.episodes, task.load_task_config(args.task), args.preset, autoreset=False)
+    task_file = args.task or _run_task(ckpt)
+    env = BatchedHoverEnv(args.episodes, task.load_task_config(task_file), args.preset, autoreset=False)
     res = evaluate(actor, guide, env, warmup, seed=args.seed)
     s = res.summary()
+    print(f"task:              {task_file or task.task_config_path()}")
     print(f"episodes:          {args.episodes} (guide flies the first {warmup} steps)")
     print(f"return:            {s['return_mean']:.1f} +- {s['return_std']:.1f}   (end-of-curriculum reward, max 500)")
     print(f"episode length:    {s['length_mean']:.1f} steps")
@@ -48,3 +52,15 @@ def run(args) -> int:
                          title=f"{ckpt.name}: return {s['return_mean']:.0f}", lengths=res.lengths)
     print(f"trajectories:      {png}")
     return 0
+
+
+def _run_task(ckpt: Path) -> str | None:
+    """The task file a run was trained on (its config.yaml), so an actor is scored where it learned."""
+    import yaml
+    cfg = ckpt.parent / "config.yaml"
+    if cfg.is_file():
+        task_file = (yaml.safe_load(cfg.read_text()) or {}).get("task_config") or None
+        if task_file:
+            from snn_drone.core.training import resolve_path
+            return str(resolve_path(task_file))
+    return None

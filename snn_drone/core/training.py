@@ -93,11 +93,11 @@ class TrainConfig:
     """Episodes per evaluation."""
     checkpoint_every_s: float = 120.0
     """Seconds between checkpoints (also written after every evaluation and at the end)."""
-    stop_survival_steps: int = 0
-    """Stop early once ``stop_survival_fraction`` of the evaluation episodes fly at least this many
-    steps (0: never). The guide's criterion: 95% of 100 random initial states survive 100 steps."""
-    stop_survival_fraction: float = 0.95
-    """See ``stop_survival_steps``."""
+    survival_steps: int = 100
+    """Evaluations report eval_survival: the fraction of episodes flying at least this many steps
+    (the guide's criterion: 95% of 100 random initial states survive 100 steps)."""
+    stop_survival_fraction: float = 0.0
+    """Stop early once eval_survival reaches this fraction (0: never)."""
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     sequences: SequenceConfig = field(default_factory=SequenceConfig)
     horizon: HorizonConfig = field(default_factory=HorizonConfig)
@@ -203,7 +203,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         dev = torch.device(cfg.device)
-        task_cfg = task.load_task_config(cfg.task_config or None)
+        task_cfg = task.load_task_config(resolve_path(cfg.task_config) if cfg.task_config else None)
         self.task_cfg = task_cfg
         self.env = BatchedHoverEnv(cfg.num_drones, task_cfg, cfg.preset, device=dev, seed=cfg.seed,
                                    progress=0.0)
@@ -290,9 +290,9 @@ class Trainer:
         if "eval_return" in row or time.monotonic() - self._last_ckpt > cfg.checkpoint_every_s:
             self.save()
             self._last_ckpt = time.monotonic()
-        if cfg.stop_survival_steps and row.get("eval_survival", 0.0) >= cfg.stop_survival_fraction:
+        if cfg.stop_survival_fraction > 0 and row.get("eval_survival", 0.0) >= cfg.stop_survival_fraction:
             self.log(f"stopping at epoch {self.epoch}: {row['eval_survival']:.0%} of the evaluation "
-                     f"episodes flew {cfg.stop_survival_steps} steps or more")
+                     f"episodes flew {cfg.survival_steps} steps or more")
             self.stopped_early = True
         return row
 
@@ -355,8 +355,7 @@ class Trainer:
         row = {"eval_return": s["return_mean"], "eval_return_std": s["return_std"],
                "eval_length": s["length_mean"], "eval_crash_rate": s["crash_rate"],
                "eval_position_error_m": s["position_error_m"]}
-        if self.cfg.stop_survival_steps:
-            row["eval_survival"] = float((res.lengths >= self.cfg.stop_survival_steps).mean())
+        row["eval_survival"] = float((res.lengths >= self.cfg.survival_steps).mean())
         if self.slope is not None:
             k = self.slope.update(s["return_mean"])
             self.actor.set_slope(k)
