@@ -12,9 +12,11 @@ State is explicit (norse style): a ``LIFState`` NamedTuple that the caller owns 
 Two paths compute the same numbers:
 - ``lif_step``: one time step, plain autograd through ``surrogate.spike`` (control, the reference);
 - ``lif_sequence``: all T steps of a layer in one autograd Function. Its forward runs the time loop
-  without building a graph and keeps only the membrane trace; its backward runs the reverse-time
-  recurrence dL/dU[t] = dL/ds[t] * sg(U[t]) + beta dL/dU[t+1] by hand. Measured against the
-  reference in test/test_spiking_actor.py.
+  without building a graph and keeps the membrane trace and spikes; its backward runs the
+  reverse-time recurrence dL/dU[t] = dL/ds[t] * sg(U[t]) + beta dL/dU[t+1] by hand. The loops run
+  in C on CPU float32/float64 (lif_kernels.py, same operation order) and in torch ops elsewhere
+  (CUDA, other dtypes, no compiler). Both are tested against ``lif_step`` and snntorch in
+  test/test_spiking_actor.py; bench/snn_bptt.py measures them.
 """
 from __future__ import annotations
 
