@@ -9,7 +9,8 @@ def register(sub) -> None:
                        description="Fly N episodes from the paper's initial-state distribution the way the actor is "
                                    "deployed (guide for the 50-step warm-up, then the actor, no noise), score them "
                                    "with the end-of-curriculum reward and draw the trajectories in 3-D.")
-    p.add_argument("checkpoint", help="actor file (actor_best.pt / actor_last.pt of a run, or a shipped actor)")
+    p.add_argument("checkpoint", help="actor file (actor_best.pt / actor_last.pt of a run, a shipped actor), "
+                                      "or 'controller' for the geometric controller")
     p.add_argument("--episodes", type=int, default=20, help="episodes (default: %(default)s)")
     p.add_argument("--guide", default="checkpoints/guide.pt", help="guide for the warm-up (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=None,
@@ -26,7 +27,6 @@ def register(sub) -> None:
 def run(args) -> int:
     from snn_drone.core import task
     from snn_drone.core.batched_env import BatchedHoverEnv
-    from snn_drone.core.checkpoint import load_policy
     from snn_drone.core.jsrl import HorizonConfig
     from snn_drone.core.plots import plot_trajectories_3d
     from snn_drone.core.rollout import evaluate
@@ -34,7 +34,8 @@ def run(args) -> int:
     from snn_drone.core.training import load_guide
 
     ckpt = Path(args.checkpoint)
-    actor = load_policy(ckpt)
+    actor = load_guide(args.checkpoint, args.preset)  # a policy file, or 'controller'
+    actor.requires_grad_(False)
     warmup = args.warmup if args.warmup is not None else (HorizonConfig().warmup if isinstance(actor, SpikingActor) else 0)
     guide = load_guide(args.guide, args.preset) if warmup > 0 else None
     task_file = args.task or _run_task(ckpt)
