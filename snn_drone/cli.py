@@ -12,6 +12,7 @@ COMMANDS = [
     "simulate",
     "train",
     "eval",
+    "summarize",
     "analyze_gradients",
     "launch",
     "record",
