@@ -58,7 +58,7 @@ def test_two_workers_train_one_trainer_weights_reach_the_actors_and_the_guide_ha
 
     # the actor nodes follow the latched weights: the version they fly with grows with the epochs
     versions = [arrays.unpack(arrays.ACTOR_CMD, m).header["weights_version"] for m in topics["actor"]]
-    assert versions[0] == 0 and max(versions) >= 4 and np.all(np.diff(versions) >= 0)
+    assert versions[0] <= 1 and max(versions) >= 4 and np.all(np.diff(versions) >= 0)
 
     # jump-start: guide command while episode_step < H, actor command after (noise 0: exactly)
     def by_step(key, spec):

@@ -19,7 +19,7 @@ from snn_drone.core.training import make_actor, resolve_path
 
 from . import arrays
 from .action_history import LiveActionHistory
-from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, run_node
+from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, run_node, task_config
 
 
 class ActorNode(Node):
@@ -37,7 +37,7 @@ class ActorNode(Node):
         self.actor = (load_policy(resolve_path(ckpt), map_location=self.device) if ckpt else make_actor(cfg)).to(self.device)
         self.actor.requires_grad_(False)
         self.version = 0
-        self.task_cfg = task.load_task_config(cfg.task_config or None)
+        self.task_cfg = task_config(cfg)
         self.target = torch.tensor(self.task_cfg.target_position_m, device=self.device)
         self.history = LiveActionHistory(self.b, load_preset(cfg.preset), self.task_cfg, self.device)
         self.hidden = self.actor.init_state(self.b, device=self.device)

@@ -17,7 +17,7 @@ from snn_drone.core.training import resolve_path
 
 from . import arrays
 from .action_history import LiveActionHistory
-from .node_runtime import LIVE_QOS, declare, declare_train_config, run_node
+from .node_runtime import LIVE_QOS, declare, declare_train_config, run_node, task_config
 
 
 class GuideNode(Node):
@@ -34,7 +34,7 @@ class GuideNode(Node):
         if getattr(self.guide, "inputs", None) != "privileged":
             raise ValueError(f"guide {path} reads the {getattr(self.guide, 'inputs', '?')} observation, "
                              f"expected a privileged-input MLP policy")
-        task_cfg = task.load_task_config(cfg.task_config or None)
+        task_cfg = task_config(cfg)
         self.target = torch.tensor(task_cfg.target_position_m, device=self.device)
         self.history = LiveActionHistory(self.b, load_preset(cfg.preset), task_cfg, self.device)
         self.pub = self.create_publisher(Float32MultiArray, arrays.GUIDE_CMD.topic, LIVE_QOS)

@@ -2,6 +2,9 @@
 process entry (loopback DDS defaults, rclpy init, clean shutdown on SIGINT/SIGTERM)."""
 from __future__ import annotations
 
+import faulthandler
+import os
+import signal
 import sys
 import traceback
 
@@ -45,6 +48,13 @@ def declare_train_config(node) -> TrainConfig:
     return train_config(path, over)
 
 
+def task_config(cfg: TrainConfig):
+    """The task constants the config names (relative paths: to the package root), as the Trainer loads them."""
+    from snn_drone.core import task
+    from snn_drone.core.training import resolve_path
+    return task.load_task_config(resolve_path(cfg.task_config) if cfg.task_config else None)
+
+
 def train_config(path: str, overrides: str) -> TrainConfig:
     over = yaml.safe_load(overrides) if overrides.strip() else {}
     if not isinstance(over, dict):
@@ -55,13 +65,29 @@ def train_config(path: str, overrides: str) -> TrainConfig:
 def run_node(factory, argv: list[str] | None = None) -> int:
     """Entry point of a node process: loopback DDS defaults, rclpy init, ``factory()`` builds the
     node, ``node.run()`` (or a plain spin) until shutdown; SIGINT/SIGTERM end it cleanly (exit 0).
-    A configuration error is one logged line and exit code 2."""
+    A configuration error is one logged line and exit code 2.
+
+    Signals are handled in Python, in the main thread between two bytecodes (rclpy's own handler
+    shuts the context down from another thread, which raced with a running take/publish here): the
+    first SIGINT/SIGTERM shuts the context down so that every loop on ``context.ok()`` ends, a
+    second one exits at once."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from .dds import apply_localhost_defaults
     apply_localhost_defaults()
-    rclpy.init(args=sys.argv if argv is None else argv)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where is a node stuck?
+    rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
+    signals = []
+
+    def on_signal(signum, _frame):
+        signals.append(signum)
+        if len(signals) > 1:
+            os._exit(128 + signum)
+        rclpy.try_shutdown()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     node = None
     code = 0
     try:
@@ -76,9 +102,9 @@ def run_node(factory, argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RuntimeError:
-        if rclpy.ok():
+        if not signals:
             raise
-        # rclpy's take can fail while SIGINT/SIGTERM shuts the context down: a clean stop
+        # a take/publish after the signal's shutdown: a clean stop
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
         name = getattr(node, "get_name", lambda: factory.__name__)()
         print(f"{name}: error: {e}", file=sys.stderr)
@@ -86,9 +112,13 @@ def run_node(factory, argv: list[str] | None = None) -> int:
             traceback.print_exc()
         code = 2
     finally:
-        if node is not None and hasattr(node, "close"):
-            node.close()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        try:
+            if node is not None and hasattr(node, "close"):
+                node.close()
+            if node is not None:
+                node.destroy_node()
+        finally:
+            rclpy.try_shutdown()
+            for s, h in previous.items():
+                signal.signal(s, h)
     return code

@@ -19,13 +19,12 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float32, Float32MultiArray
 
-from snn_drone.core import task
 from snn_drone.core.batched_env import BatchedHoverEnv
 from snn_drone.core.layout import ACTION_DIM
 from snn_drone.core.sequence_replay import EpisodeSlicer, Sequences
 
 from . import arrays
-from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, run_node
+from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, run_node, task_config
 
 
 class SimNode(Node):
@@ -55,7 +54,7 @@ class SimNode(Node):
             torch.set_num_threads(threads)
         if gui:
             backend = "pybullet"
-        self.task_cfg = task.load_task_config(cfg.task_config or None)
+        self.task_cfg = task_config(cfg)
         self.env = BatchedHoverEnv(b, self.task_cfg, cfg.preset, device=cfg.device,
                                    seed=cfg.seed + 1000 * worker if seed < 0 else seed,
                                    progress=0.0, backend=backend, gui=gui)
@@ -75,6 +74,9 @@ class SimNode(Node):
         self._newest_cmd: torch.Tensor | None = None
         self._pending: list[Sequences] = []
         self._pending_env_steps = 0
+        self._sent_at = 0.0
+        self._latency_s: list[float] = []
+        """Lockstep: seconds from each step's first state publication to its motor_cmd."""
         self.get_logger().info(f"{b} drones ({backend}{', GUI' if gui else ''}), "
                                f"{'real time' if self.real_time else 'lockstep'}, dt {self.dt_s} s")
 
@@ -131,6 +133,7 @@ class SimNode(Node):
             cmd = self._cmds.get(stamp)
             guide = self._guide.get(stamp) if self.guide_labels else None
             if cmd is not None and (guide is not None or not self.guide_labels):
+                self._latency_s.append(time.perf_counter() - self._sent_at)
                 return cmd, guide
             if time.monotonic() - sent > self.answer_timeout_s:
                 self._publish_state()
@@ -155,8 +158,12 @@ class SimNode(Node):
         while self.context.ok() and self.pub_state.get_subscription_count() < self.wait_for_subscribers:
             ex.spin_once(timeout_sec=0.05)
         t0 = time.monotonic()
+        self._sent_at = time.perf_counter()
         self._publish_state()
+        t_100 = None
         while self.context.ok() and (self.max_steps <= 0 or self.step < self.max_steps):
+            if self.step == 100:
+                t_100 = time.perf_counter()
             if self.real_time:
                 got = self._fly_real_time(ex, t0 + (self.step + 1) * self.dt_s)
             else:
@@ -169,6 +176,7 @@ class SimNode(Node):
             state, hist = env.state.clone(), env.action_history
             _, _, term, trunc, info = env.step(a)
             self.step += 1
+            self._sent_at = time.perf_counter()
             self._publish_state()
             for d in (self._cmds, self._guide):  # keep only answers to states still to come
                 for k in [k for k in d if not 0 < (k - stamp) % arrays.STEP_MODULUS < 1000]:
@@ -185,7 +193,17 @@ class SimNode(Node):
                 self.pub_episodes.publish(arrays.pack(arrays.EPISODES, ep, {"step": stamp}))
             self._flush_rollout()
         self._flush_rollout(force=True)
-        self.get_logger().info(f"stopped after {self.step} steps ({self.step * b} drone steps)")
+        self.get_logger().info(self.speed_report(t_100))
+
+    def speed_report(self, t_100: float | None) -> str:
+        """Steps, drone steps/s after the first 100 steps and (lockstep) state -> motor_cmd latency."""
+        text = f"stopped after {self.step} steps ({self.step * self.b} drone steps)"
+        if t_100 is not None and self.step > 100:
+            text += f"; {(self.step - 100) * self.b / (time.perf_counter() - t_100):.0f} drone steps/s after step 100"
+        lat = np.array(self._latency_s[100:]) * 1e3
+        if lat.size:
+            text += f"; state -> motor_cmd latency median {np.median(lat):.3f} ms, p99 {np.percentile(lat, 99):.3f} ms"
+        return text
 
     def close(self) -> None:
         self.env.close()
