@@ -18,8 +18,8 @@ $(STAMP): requirements.txt setup.py
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-train: $(STAMP)
-	$(BIN)/snn-drone train $(ARGS)
+train: $(STAMP)  # the train_sim ROS 2 graph; ARGS are graph arguments, e.g. ARGS="workers:=2"
+	$(BIN)/snn-drone launch train_sim $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q test $(ARGS)

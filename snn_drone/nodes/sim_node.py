@@ -10,6 +10,7 @@ timing; the jump-start watchdog's safe command included). Drones whose episode e
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -192,8 +193,10 @@ class SimNode(Node):
                                   term[done].float()], dim=1)
                 self.pub_episodes.publish(arrays.pack(arrays.EPISODES, ep, {"step": stamp}))
             self._flush_rollout()
-        self._flush_rollout(force=True)
-        self.get_logger().info(self.speed_report(t_100))
+        if self.context.ok():
+            self._flush_rollout(force=True)
+        # printed, not logged: after SIGINT the context (and rosout) may be down already
+        print(f"[{self.get_fully_qualified_name()}] {self.speed_report(t_100)}", file=sys.stderr, flush=True)
 
     def speed_report(self, t_100: float | None) -> str:
         """Steps, drone steps/s after the first 100 steps and (lockstep) state -> motor_cmd latency."""
