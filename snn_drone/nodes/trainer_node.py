@@ -56,6 +56,7 @@ class TrainerNode(Node):
             self.trainer.ingest(data.sequences, data.env_steps, data.returns, data.lengths)
             self.get_logger().info(f"offline: {data.sequences.n} sequences from {data.messages} rollout messages "
                                    f"in {bags}")
+        self._t0, self._steps0, self._updates0 = time.monotonic(), self.trainer.env_steps, self.trainer.learner.updates
         self._publish_state()
         self.get_logger().info(f"training {cfg.algo}/{cfg.actor} in {out}: epoch {self.trainer.epoch} of "
                                f"{cfg.epochs}, an epoch per {self.steps_per_epoch} drone steps"
@@ -113,7 +114,22 @@ class TrainerNode(Node):
             return
         self._publish_state()
         self.pub_metrics.publish(String(data=arrays.metrics_json({**row, "rollout_workers": len(self.workers_seen)})))
-        self.get_logger().info(f"epoch {self.trainer.epoch}/{self.cfg.epochs} {self.trainer._postfix(row)}")
+        self.get_logger().info(self.progress_line(row))
+
+    def progress_line(self, row: dict) -> str:
+        """What `snn-drone train`'s progress bar shows, with the graph's drone steps/s (wall clock)."""
+        elapsed = max(1e-9, time.monotonic() - self._t0)
+        parts = [f"epoch {self.trainer.epoch}/{self.cfg.epochs}"]
+        parts += [f"{k}={row[k]:.1f}" for k in ("eval_return", "train_return") if k in row]
+        if self.cfg.uses_slope:
+            parts.append(f"k={row['slope']:.2f}")
+        parts.append(f"lambda_bc={row['lambda_bc']:.3f}")
+        if "guide_steps" in row:
+            parts.append(f"H={row['guide_steps']}")
+        parts.append(f"replay={row['replay_sequences']} workers={len(self.workers_seen)} "
+                     f"drone_steps/s={(self.trainer.env_steps - self._steps0) / elapsed:.0f} "
+                     f"updates/s={(self.trainer.learner.updates - self._updates0) / elapsed:.1f}")
+        return " ".join(parts)
 
     def run(self) -> None:
         ex = SingleThreadedExecutor(context=self.context)
