@@ -87,17 +87,27 @@ def test_two_workers_train_one_trainer_weights_reach_the_actors_and_the_guide_ha
 @pytest.mark.skipif(not TRAINED_GUIDE.is_file(), reason="needs the trained guide checkpoints/guide.pt "
                     "(an untrained guide crashes within the warm-up, so the actor never changes the return)")
 def test_train_sim_with_the_trained_guide_raises_the_evaluation_return(tmp_path):
-    procs, probe = _launch_train_sim(tmp_path, TRAINED_GUIDE, epochs=30, eval_every=10, eval_episodes=20,
-                                     updates_per_epoch=10, batch_sequences=16, **{"snn.hidden": [64, 32]})
+    """The default task and hand-over schedule with the shipped guide; a small actor and a strong BC
+    term so that 25 short epochs show learning (measured through the graph: -18 at epoch 5, +39 at epoch 25)."""
+    domain = fresh_domain_id()
+    procs, probe = Processes(tmp_path / "logs", domain), Probe(domain)
+    ov = overrides(epochs=25, steps_per_epoch=50, updates_per_epoch=15, batch_sequences=16, min_replay_sequences=8,
+                   eval_every=5, eval_episodes=32, **{
+                       "snn.hidden": [64, 32], "sequences.length": 40, "sequences.stride": 20, "sequences.warmup": 10,
+                       "learner.warmup": 10, "sequences.capacity_transitions": 200000, "learner.lambda_bc": 1.0,
+                       "learner.alpha": 0.5})
+    procs.cli("launch", "launch", "train_sim", "workers:=2", "drones_per_worker:=8", f"out:={tmp_path / 'run'}",
+              f"overrides:={ov}")
     try:
         metrics = probe.listen("/train/metrics", String)
-        probe.spin_until(lambda: any(json.loads(m.data)["epoch"] >= 30 for m in metrics), 500, "30 epochs",
+        probe.spin_until(lambda: any(json.loads(m.data)["epoch"] >= 25 for m in metrics), 400, "25 epochs",
                          procs, "launch")
     finally:
         procs.stop_all()
         probe.close()
-    evals = [json.loads(m.data)["eval_return"] for m in metrics if json.loads(m.data).get("eval_return") is not None]
-    assert len(evals) == 3 and evals[-1] > evals[0], evals
+    rows = [json.loads(m.data) for m in metrics]
+    evals = [r["eval_return"] for r in rows if r.get("eval_return") is not None]
+    assert len(evals) == 5 and np.mean(evals[-2:]) > evals[0] + 10, evals
 
 
 def _load_launch_file():

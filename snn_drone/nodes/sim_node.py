@@ -73,6 +73,7 @@ class SimNode(Node):
         self._cmds: dict[int, torch.Tensor] = {}
         self._guide: dict[int, torch.Tensor] = {}
         self._newest_cmd: torch.Tensor | None = None
+        self._newest_guide: torch.Tensor | None = None
         self._pending: list[Sequences] = []
         self._pending_env_steps = 0
         self._sent_at = 0.0
@@ -99,8 +100,9 @@ class SimNode(Node):
         except ValueError as e:
             self.get_logger().error(f"dropped guide/cmd: {e}")
             return
+        guide = self._newest_guide = torch.from_numpy(rows.copy()).to(self.env.device)
         if head["step"] is not None:
-            self._guide[int(head["step"])] = torch.from_numpy(rows.copy()).to(self.env.device)
+            self._guide[int(head["step"])] = guide
 
     def _on_progress(self, msg):
         self.env.set_progress(min(1.0, max(0.0, float(msg.data))))
@@ -147,7 +149,7 @@ class SimNode(Node):
         while self.context.ok() and (left := deadline - time.monotonic()) > 0:
             ex.spin_once(timeout_sec=left)
         cmd = self._newest_cmd if self._newest_cmd is not None else self.env.action_history[:, -1]
-        guide = self._guide.get(self._stamp()) if self.guide_labels else None
+        guide = self._guide.get(self._stamp(), self._newest_guide) if self.guide_labels else None
         return cmd, guide
 
     def run(self) -> None:
