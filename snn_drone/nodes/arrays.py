@@ -16,28 +16,26 @@ Batched arrays (one message per control step for all B drones) are ``std_msgs/Fl
   command with the state it answers (-1: answers none, e.g. the watchdog's safe command). A NaN
   header value means "not given" and unpacks as None.
 
-==============  ============================  ======  ======================================
-topic           fields per row                header  meaning
-==============  ============================  ======  ======================================
-state           STATE_FIELDS (17) +           step    batched drone state published by the sim
-                episode_step 1, last_action 4
-actor/cmd       motor_command 4               step,   the SNN's command (and the weights
-                                              weights_version  version that produced it)
-guide/cmd       motor_command 4               step    the privileged guide's command
-motor_cmd       motor_command 4               step,   what the drones fly (safe = 1: the
-                                              guide_steps, safe  watchdog's safe command)
-episodes        return 1, length 1, crashed 1 step    episodes that ended at this step
-rollout         one flat stored sequence      env_steps, finished sequences (sequence_replay);
-                                              worker  env_steps: drone steps flown since the
-                                                      worker's previous rollout message
-==============  ============================  ======  ======================================
+Topics (names relative to the worker's namespace; fields per row; header values):
 
-Other topics: ``actor/weights`` (``std_msgs/UInt8MultiArray``, latched: 8 header bytes with the
-version, little-endian uint64, then a ``save_policy`` file), ``jumpstart/horizon``
-(``std_msgs/Int32``, latched: steps the guide flies), ``train/progress`` (``std_msgs/Float32``,
-latched: curriculum progress in [0, 1]), ``train/metrics`` (``std_msgs/String``: one JSON row of
-metrics.jsonl), ``jumpstart/status`` (``std_msgs/String``), ``clock`` (``rosgraph_msgs/Clock``, sim time; ``/clock``
-in the root namespace).
+- ``state``: the sim's batched drone state, ``STATE_FIELDS`` (17) + ``episode_step`` 1 +
+  ``last_action`` 4 = 22 per drone; header ``step``.
+- ``actor/cmd``: the SNN's ``motor_command`` 4 per drone; header ``step``, ``weights_version``
+  (the version of the weights that produced it).
+- ``guide/cmd``: the privileged guide's ``motor_command`` 4; header ``step``.
+- ``motor_cmd``: what the drones fly, ``motor_command`` 4; header ``step``, ``guide_steps`` (H),
+  ``safe`` (1: the watchdog's safe command, step -1).
+- ``episodes``: episodes that ended at this step, ``return`` 1, ``length`` 1, ``crashed`` 1;
+  header ``step``.
+- ``rollout``: finished sequences, one flat row per sequence (``sequence_parts``: the fields of
+  ``Sequences``, e.g. ``state[101,17] action[100,4] ... start_step[]`` in ``dim[1]``'s label);
+  header ``env_steps`` (drone steps flown since the worker's previous rollout message), ``worker``.
+- ``actor/weights`` (``std_msgs/UInt8MultiArray``, latched): 8 header bytes with the version
+  (little-endian uint64), then a ``save_policy`` file.
+- ``jumpstart/horizon`` (``std_msgs/Int32``, latched): steps the guide flies;
+  ``train/progress`` (``std_msgs/Float32``, latched): curriculum progress in [0, 1];
+  ``train/metrics`` (``std_msgs/String``): one JSON metrics row; ``jumpstart/status``
+  (``std_msgs/String``): watchdog reports; ``clock`` (``rosgraph_msgs/Clock``): sim time.
 """
 from __future__ import annotations
 
