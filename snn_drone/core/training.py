@@ -35,6 +35,7 @@ from .checkpoint import atomic_torch_save, load_policy, save_policy
 from .controller import GeometricController
 from .jsrl import HorizonConfig
 from .learner import LearnerConfig, TD3BCLearner, derive_batch
+from .malloc_tuning import retain_freed_memory
 from .networks import MLPPolicy, MLPPolicyConfig, init_output_layer
 from .params import load_preset
 from .rollout import EvalResult, JumpStartRollout, evaluate
@@ -201,6 +202,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        retain_freed_memory()  # keep freed BPTT buffers: ~10x fewer page faults per update
         seed_everything(cfg.seed)
         dev = torch.device(cfg.device)
         task_cfg = task.load_task_config(resolve_path(cfg.task_config) if cfg.task_config else None)
