@@ -63,6 +63,8 @@ setup(
             "recorder_node = snn_drone.nodes.recorder_node:main",
             "player_node = snn_drone.nodes.player_node:main",
             "crazyflie_bridge = snn_drone.nodes.crazyflie_bridge:main",
+            "sim_flight_node = snn_drone.nodes.sim_flight_node:main",
+            "safety_node = snn_drone.nodes.safety_node:main",
         ],
     },
 )

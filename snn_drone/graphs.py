@@ -11,6 +11,13 @@ train_sim, per worker i (namespace ``w<i>``)::
 and, shared by all workers (root namespace): ``/rollout`` and ``/episodes`` (every sim) ──▶
 trainer_node ──▶ ``/actor/weights`` (latched), ``/jumpstart/horizon``, ``/train/progress``,
 ``/train/metrics``. Worker 0's sim publishes ``/clock``; the others ``/w<i>/clock``.
+
+fly_real (root namespace, one drone)::
+
+    crazyflie_bridge (backend:=real) or sim_flight_node + safety_node (backend:=sim)
+        ──state──▶ actor_node (the SNN file) and guide_node ──▶ jumpstart_node (deploy: guide for the
+        warm-up, then the SNN) ──motor_cmd──▶ the drone end;  safety/status, flight/status;
+        recorder_node writes the flight's bag.
 """
 from __future__ import annotations
 
@@ -80,6 +87,13 @@ def _int(name: str, value: str, minimum: int) -> int:
     return n
 
 
+def _float(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"argument {name}:={value!r}, expected a number") from None
+
+
 def _overrides(text: str) -> dict:
     over = yaml.safe_load(text) if text.strip() else {}
     if not isinstance(over, dict):
@@ -139,9 +153,82 @@ def train_sim(args: dict[str, str]) -> list[NodeSpec]:
     return nodes
 
 
+FLY_REAL_ARGUMENTS = (
+    Argument("backend", "real", "drone end: real (crazyflie_bridge, a Crazyflie over cflib) or sim (sim_flight_node: "
+             "one simulated Crazyflie in real time, with safety_node)"),
+    Argument("actor", "checkpoints/snn_actor.pt", "spiking actor file (save_policy) that flies after the warm-up"),
+    Argument("guide", "", "guide policy file that flies the 50-step warm-up (empty: the config's guide)"),
+    Argument("config", "", "training YAML for preset, task (target) and warm-up (empty: config/train.yaml)"),
+    Argument("overrides", "", "YAML mapping of dotted config keys, e.g. '{horizon.warmup: 50}'"),
+    Argument("safety_config", "", "safety YAML (empty: config/safety.yaml)"),
+    Argument("safety_overrides", "", "YAML mapping of safety keys, e.g. '{geofence_max_m: [1, 1, 1.8]}'"),
+    Argument("record", "true", "record the flight's topics into a rosbag2 (MCAP) folder"),
+    Argument("bag", "", "bag folder (empty: flights/fly_real_<backend>_<UTC time>)"),
+    Argument("robots_file", "", "real: crazyswarm2 crazyflies.yaml (empty: config/crazyflies.yaml)"),
+    Argument("robot", "", "real: robot name in robots_file (empty: the first enabled robot)"),
+    Argument("mocap_topic", "", "real: PoseStamped topic forwarded to the Crazyflie as external pose (empty: off)"),
+    Argument("motor_mapping", "{}", "real: YAML mapping of MotorMappingConfig keys, e.g. '{max_ratio: 0.3}'"),
+    Argument("auto_takeoff_s", "1.0", "sim: take off this long after the graph listens (-1: wait for the takeoff "
+             "service)"),
+    Argument("hover_s", "10.0", "sim: land after this many seconds of policy flight (0: until the land service)"),
+    Argument("exit_when_landed", "true", "sim: end the launch once the drone landed"),
+)
+
+FLY_REAL_TOPICS = ("/state", "/motor_cmd", "/actor/cmd", "/guide/cmd", "/jumpstart/status", "/safety/status",
+                   "/flight/status", "/clock")
+"""Topics recorded by fly_real on the sim backend (the real backend records every topic: pose, odom, mocap)."""
+
+
+def fly_real(args: dict[str, str]) -> list[NodeSpec]:
+    """One Crazyflie (real or simulated in real time) flown by the SNN after the guide's warm-up."""
+    import time
+    from pathlib import Path
+    from snn_drone.core.training import load_train_config, resolve_path
+    backend = args["backend"]
+    if backend not in ("real", "sim"):
+        raise ValueError(f"argument backend:={backend!r}, expected real or sim")
+    over = _overrides(args["overrides"])
+    cfg = load_train_config(args["config"] or None, over)
+    for name in ("actor", "guide"):
+        path = args[name] or (cfg.guide if name == "guide" else "")
+        if not resolve_path(path).is_file():
+            raise FileNotFoundError(f"argument {name}:={path!r}: no such policy file"
+                                    + (" (train the SNN first, or pass actor:=FILE)" if name == "actor" else ""))
+    record, exit_when_landed = _bool("record", args["record"]), _bool("exit_when_landed", args["exit_when_landed"])
+    common = {"config": args["config"], "overrides": _dump(over), "num_drones": 1}
+    nodes = []
+    if backend == "sim":
+        nodes.append(NodeSpec("sim_flight_node", "sim_flight_node", "", {
+            **common, "auto_takeoff_s": _float("auto_takeoff_s", args["auto_takeoff_s"]),
+            "hover_s": _float("hover_s", args["hover_s"]),
+            "exit_when_landed": exit_when_landed, "wait_for_subscribers": 4 + int(record)},
+            required=exit_when_landed))
+        nodes.append(NodeSpec("safety_node", "safety_node", "", {
+            "safety_config": args["safety_config"], "safety_overrides": args["safety_overrides"], "num_drones": 1}))
+    else:
+        nodes.append(NodeSpec("crazyflie_bridge", "crazyflie_bridge", "", {
+            **{k: v for k, v in common.items() if k != "num_drones"}, "robots_file": args["robots_file"],
+            "robot": args["robot"], "safety_config": args["safety_config"], "mocap_topic": args["mocap_topic"],
+            "motor_mapping": args["motor_mapping"]}, required=True))
+    nodes.append(NodeSpec("actor_node", "actor_node", "", {**common, "checkpoint": args["actor"],
+                                                           "follow_weights": False}))
+    nodes.append(NodeSpec("guide_node", "guide_node", "", {**common, "guide": args["guide"]}))
+    nodes.append(NodeSpec("jumpstart_node", "jumpstart_node", "", {**common, "use_guide": True, "deploy": True}))
+    if record:
+        bag = args["bag"] or f"flights/fly_real_{backend}_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}"
+        if Path(bag).exists():
+            raise ValueError(f"argument bag:={bag!r} exists already; give a new folder")
+        topics = ",".join(FLY_REAL_TOPICS) if backend == "sim" else ""  # real: every topic (pose, odom, mocap)
+        nodes.append(NodeSpec("recorder_node", "recorder_node", "", {"out": bag, "topics": topics}))
+    return nodes
+
+
 GRAPHS: dict[str, Graph] = {
     "train_sim": Graph("train_sim", "train the spiking actor through the ROS graph: sim workers, actor, guide, "
                        "jump-start and trainer nodes", TRAIN_SIM_ARGUMENTS, train_sim),
+    "fly_real": Graph("fly_real", "fly one Crazyflie with the trained SNN (guide for the warm-up), safety "
+                      "supervisor and a bag of the flight; backend:=sim flies a simulated one in real time",
+                      FLY_REAL_ARGUMENTS, fly_real),
 }
 
 

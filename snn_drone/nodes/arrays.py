@@ -36,6 +36,11 @@ Topics (names relative to the worker's namespace; fields per row; header values)
   ``train/progress`` (``std_msgs/Float32``, latched): curriculum progress in [0, 1];
   ``train/metrics`` (``std_msgs/String``): one JSON metrics row; ``jumpstart/status``
   (``std_msgs/String``): watchdog reports; ``clock`` (``rosgraph_msgs/Clock``): sim time.
+- fly_real: ``safety/status`` (``std_msgs/String``): one JSON object per safety trip (robot, kind,
+  action, value, limit, message, verdict), from safety_node or crazyflie_bridge;
+  ``flight/status`` (``std_msgs/String``, latched): JSON phase of the flight (ground, takeoff,
+  policy, landing, stopped) with the event that led to it; ``disturbance``
+  (``geometry_msgs/Twist``): velocity / body-rate kicks for the simulated drone (fault injection).
 """
 from __future__ import annotations
 
@@ -105,6 +110,9 @@ HORIZON_TOPIC = "jumpstart/horizon"
 PROGRESS_TOPIC = "train/progress"
 METRICS_TOPIC = "train/metrics"
 STATUS_TOPIC = "jumpstart/status"
+SAFETY_STATUS_TOPIC = "safety/status"
+FLIGHT_STATUS_TOPIC = "flight/status"
+DISTURBANCE_TOPIC = "disturbance"
 CLOCK_TOPIC = "clock"
 ROLLOUT_HEADER = ("env_steps", "worker")
 
@@ -118,6 +126,9 @@ TOPIC_TYPES: dict[str, tuple[str, bool]] = {
     PROGRESS_TOPIC: ("std_msgs/msg/Float32", True),
     METRICS_TOPIC: ("std_msgs/msg/String", False),
     STATUS_TOPIC: ("std_msgs/msg/String", False),
+    SAFETY_STATUS_TOPIC: ("std_msgs/msg/String", False),
+    FLIGHT_STATUS_TOPIC: ("std_msgs/msg/String", True),
+    DISTURBANCE_TOPIC: ("geometry_msgs/msg/Twist", False),
     CLOCK_TOPIC: ("rosgraph_msgs/msg/Clock", False),
 }
 """Every topic of the package (relative name) -> (message type, latched)."""

@@ -1,0 +1,37 @@
+"""Fly one Crazyflie with the trained SNN: drone end (crazyflie_bridge, or sim_flight_node + safety_node
+with backend:=sim), actor, guide (the 50-step warm-up), jump-start and a bag of the flight.
+
+    ros2 launch snn_drone fly_real.launch.py backend:=real actor:=checkpoints/snn_actor.pt
+    ros2 launch snn_drone fly_real.launch.py backend:=sim
+
+The graph (nodes, parameters, remappings, namespaces) is declared in snn_drone/graphs.py and
+`snn-drone launch fly_real` starts the same nodes where launch_ros is absent. Run
+`ros2 launch snn_drone fly_real.launch.py --show-args` for the arguments.
+"""
+from snn_drone import graphs
+
+GRAPH = graphs.GRAPHS["fly_real"]
+
+
+def node_specs(assignments: dict[str, str]) -> list[graphs.NodeSpec]:
+    """The nodes this file launches for the given argument values (the launcher's exact list)."""
+    return GRAPH.nodes(assignments)
+
+
+def generate_launch_description():
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def nodes(context):
+        args = {a.name: LaunchConfiguration(a.name).perform(context) for a in GRAPH.arguments}
+        return [Node(package="snn_drone", executable=s.executable, name=s.name, namespace=s.namespace or None,
+                     parameters=[s.parameters], remappings=s.remappings, output="screen", emulate_tty=True,
+                     on_exit=Shutdown(reason=f"{s.label} exited") if s.required else None)
+                for s in node_specs(args)]
+
+    return LaunchDescription(
+        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in GRAPH.arguments]
+        + [SetEnvironmentVariable(k, v) for k, v in graphs.environment().items()]
+        + [OpaqueFunction(function=nodes)])
