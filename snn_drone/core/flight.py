@@ -7,10 +7,12 @@ the geometric controller (core/controller.py) stands in for the stock controller
 smooth set-point ramps, on the same dynamics model as training (core/dynamics.py). Phases:
 
 - ``ground``: at rest on the ground, motors off (action -1);
-- ``takeoff``: the controller follows a ramp from the ground to the target in ``takeoff_duration_s``;
+- ``takeoff``: the controller follows a ramp from the ground to the target in ``takeoff_duration_s``
+  (from wherever the drone sits, e.g. after a stop; the policy takes over at the target);
   then the policy takes over (``policy_after_takeoff``) or the controller holds the target;
 - ``policy``: the newest policy command flies; ``episode_step`` counts from 0 at the hand-over
-  (the jump-start node's guide warm-up and the actor's reset key on it, as on hardware);
+  (the jump-start node's guide warm-up and the actor's reset key on it, as on hardware; it is 0
+  in every other phase);
 - ``landing``: the controller follows a ramp down to the ground below the drone; below
   ``landed_height_m`` the motors stop and the phase is ``ground``;
 - ``stopped``: emergency stop, motors off until the drone rests on the ground (then ``ground``).
@@ -85,6 +87,8 @@ class FlightSim:
     # ---- commands ---------------------------------------------------------------------------
     def _enter(self, phase: str, why: str) -> None:
         self.phase, self._phase_start_s = phase, self.time_s
+        if phase != "policy":
+            self.episode_step = 0  # counts policy steps only
         self.events.append((self.time_s, f"{phase} ({why})"))
 
     def takeoff(self) -> str:
@@ -92,8 +96,7 @@ class FlightSim:
         if self.phase != "ground":
             return f"take-off refused: the drone is in phase {self.phase}, expected ground"
         pos = self.state[:, layout.POS].clone()
-        self._ramp = (pos, torch.cat([pos[:, :2], self.target[2].expand(self.b, 1)], dim=1),
-                      self.cfg.takeoff_duration_s)
+        self._ramp = (pos, self.target.expand(self.b, 3).clone(), self.cfg.takeoff_duration_s)
         self._enter("takeoff", "take-off")
         return f"take-off to {float(self.target[2]):.2f} m in {self.cfg.takeoff_duration_s} s"
 

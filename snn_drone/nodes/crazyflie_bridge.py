@@ -229,7 +229,10 @@ class CrazyflieBridge(Node):
         verdict = self.safety.check(time.monotonic(), state, t_state, vbat, t_link)
         for v in verdict.new:
             text = f"safety trip {v.kind}: {v.message} -> {v.action}"
-            (self.get_logger().warning if v.action == "warn" else self.get_logger().error)(text)
+            if v.action == "warn":  # one call site per severity: rclpy refuses to change it between calls
+                self.get_logger().warning(text)
+            else:
+                self.get_logger().error(text)
             self.pub_safety.publish(String(data=json.dumps({"robot": self.robot.name, "kind": v.kind,
                                                             "action": v.action, "value": v.value,
                                                             "limit": v.limit, "message": v.message,

@@ -82,7 +82,10 @@ class SafetyNode(Node):
             verdict = sup.check(now, None if self.state is None else self.state[i], self.state_time_s)
             for v in verdict.new:
                 text = f"safety trip {v.kind} (drone {i}): {v.message} -> {v.action}"
-                (self.get_logger().warning if v.action == "warn" else self.get_logger().error)(text)
+                if v.action == "warn":  # one call site per severity: rclpy refuses to change it between calls
+                    self.get_logger().warning(text)
+                else:
+                    self.get_logger().error(text)
                 self.pub.publish(String(data=json.dumps({
                     "robot": self.robot if self.b == 1 else f"{self.robot}_{i}", "drone": i, "kind": v.kind,
                     "action": v.action, "value": v.value, "limit": v.limit, "message": v.message,

@@ -17,7 +17,7 @@ interface:
 
 A mission for unattended runs (``snn-drone launch fly_real backend:=sim``): take off
 ``auto_takeoff_s`` after the graph listens, land ``hover_s`` after the policy took over, exit once
-landed (``exit_when_landed``) with a one-line flight report (mean position error under the policy).
+landed and at rest on the ground (``exit_when_landed``) with a one-line flight report (mean position error under the policy).
 """
 from __future__ import annotations
 
@@ -127,7 +127,10 @@ class SimFlightNode(Node):
         return response
 
     def _log(self, text: str, warn: bool = False) -> None:
-        (self.get_logger().warning if warn else self.get_logger().info)(text)
+        if warn:  # one call site per severity: rclpy refuses to change it between calls
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().info(text)
 
     # ---- outputs ----------------------------------------------------------------------------
     def _publish(self, action: torch.Tensor) -> None:
@@ -175,7 +178,7 @@ class SimFlightNode(Node):
             else:
                 policy_since = None
             self._publish(action)
-            if self.exit_when_landed and self._flown and sim.phase == "ground":
+            if self.exit_when_landed and self._flown and sim.phase == "ground" and bool((sim.state[:, 2] <= 0).all()):
                 break
         print(f"[{self.get_fully_qualified_name()}] {self.report()}", file=sys.stderr, flush=True)
 

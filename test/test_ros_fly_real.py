@@ -1,0 +1,146 @@
+"""fly_real on the sim backend, end to end with real node processes (`snn-drone launch fly_real
+backend:=sim`: sim_flight_node, safety_node, actor, guide, jump-start, recorder): take-off, the
+policy's hover at the target, landing; and every safety trip the sim can produce (tilt -> stop,
+stale state -> land, geofence -> land), each published on safety/status and acted on by the drone.
+
+The actor is checkpoints/snn_actor.pt once a trained SNN is shipped; until then the hover test flies
+the shipped guide as the actor file (the same privileged policy the warm-up uses), so its position
+error measures the graph's real-time loop and hand-over, not the SNN.
+"""
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from geometry_msgs.msg import Twist
+from std_msgs.msg import Float32MultiArray, String
+from std_srvs.srv import SetBool, Trigger
+
+from ros_helpers import Probe, Processes, fresh_domain_id
+from snn_drone.core.training import package_root
+from snn_drone.nodes import arrays
+from snn_drone.nodes.bag_io import read_bag
+
+ROOT = package_root()
+SNN = ROOT / "checkpoints" / "snn_actor.pt"
+HOVER_ACTOR = SNN if SNN.is_file() else ROOT / "checkpoints" / "guide.pt"
+LOADED = "{max_state_age_s: 0.5}"
+"""State may be 0.5 s old before it trips: the CI machine is shared (the hardware default is 0.1 s)."""
+
+
+def _phases(msgs):
+    return [json.loads(m.data) for m in msgs]
+
+
+def _states(msgs):
+    out = []
+    for m in msgs:
+        rows, head = arrays.unpack(arrays.STATE, m, rows=1)
+        out.append((int(head["step"]), rows[0]))
+    return out
+
+
+def _call(probe, srv_type, name, request=None, timeout_s=30.0):
+    client = probe.node.create_client(srv_type, name)
+    probe.spin_until(client.service_is_ready, timeout_s, f"service {name}")
+    future = client.call_async(request or srv_type.Request())
+    probe.spin_until(future.done, timeout_s, f"answer of {name}")
+    return future.result()
+
+
+def test_fly_real_sim_takes_off_hovers_10_s_at_the_target_after_the_guide_warmup_lands_and_records_the_bag(tmp_path):
+    domain = fresh_domain_id()
+    procs, probe = Processes(tmp_path / "logs", domain), Probe(domain)
+    bag = tmp_path / "flight"
+    try:
+        states = probe.listen("/state", Float32MultiArray, depth=5000)
+        motor = probe.listen("/motor_cmd", Float32MultiArray, depth=5000)
+        flight = probe.listen("/flight/status", String, latched=True)
+        safety = probe.listen("/safety/status", String)
+        launch = procs.cli("launch", "launch", "fly_real", "backend:=sim", f"actor:={HOVER_ACTOR}",
+                           "hover_s:=10", "auto_takeoff_s:=0.5", f"bag:={bag}", f"safety_overrides:={LOADED}")
+        assert launch.wait(timeout=240) == 0, procs.log("launch")[-4000:]
+        probe.spin_for(1.0)
+        log = procs.log("launch")
+        phases = [p["phase"] for p in _phases(flight)]
+        assert phases[-4:] == ["takeoff", "policy", "landing", "ground"], (phases, log[-3000:])
+        assert not safety, [m.data for m in safety]
+        rows = _states(states)
+        policy = np.array([r for _, r in rows if r[arrays.EPISODE_STEP_COL] >= 1])
+        assert 950 <= len(policy) <= 1010, len(policy)  # 10 s at 100 Hz (a few states may be lost)
+        err = np.linalg.norm(policy[:, :3] - np.array([0.0, 0.0, 1.0]), axis=1)
+        print(f"hover with {HOVER_ACTOR.name}: {len(policy)} states, mean position error {err.mean():.3f} m, "
+              f"max {err.max():.3f} m")
+        assert err.mean() < 0.25 and err.max() < 0.6, (err.mean(), err.max())
+        m = re.search(r"policy flew (\d+) steps, mean position error ([\d.]+) m", log)
+        assert m and abs(float(m.group(2)) - err.mean()) < 0.05, log[-2000:]
+        last = rows[-1][1]
+        assert abs(last[2]) < 1e-6 and np.abs(last[7:13]).max() < 1e-6, last  # landed: on the ground, at rest
+        # the jump-start node flew the guide for the 50-step warm-up (deployment), then the actor
+        heads = [arrays.unpack(arrays.MOTOR_CMD, c, rows=1).header for c in motor]
+        assert {h["guide_steps"] for h in heads if h["safe"] == 0} == {50.0}
+        counts = {}
+        for m in read_bag(bag):
+            counts[m.topic] = counts.get(m.topic, 0) + 1
+        assert counts.get("/state", 0) >= len(rows) - 5 and counts.get("/flight/status", 0) >= 5, counts
+    finally:
+        probe.close()
+        procs.stop_all()
+
+
+def test_fly_real_sim_tilt_stops_stale_state_lands_and_geofence_lands_each_published_on_safety_status(tmp_path):
+    domain = fresh_domain_id()
+    procs, probe = Processes(tmp_path / "logs", domain), Probe(domain)
+    fence = "{geofence_min_m: [-0.5, -0.5, -0.1], geofence_max_m: [0.5, 0.5, 1.6], max_state_age_s: 0.5}"
+    try:
+        states = probe.listen("/state", Float32MultiArray, depth=5000)
+        flight = probe.listen("/flight/status", String, latched=True)
+        safety = probe.listen("/safety/status", String)
+        kick = probe.publisher("/disturbance", Twist)
+        procs.cli("launch", "launch", "fly_real", "backend:=sim", f"actor:={ROOT / 'checkpoints' / 'guide.pt'}",
+                  "record:=false", "auto_takeoff_s:=-1", "hover_s:=0", "exit_when_landed:=false",
+                  f"safety_overrides:={fence}")
+        probe.spin_until(lambda: len(states) > 20, 120, "the sim's state", procs, "launch")
+
+        def phase():
+            return json.loads(flight[-1].data)["phase"] if flight else None
+
+        def fly(trip_kind, cause, end_phase):
+            n = len(safety)
+            ok = _call(probe, Trigger, "/takeoff")
+            assert ok.success, ok.message
+            probe.spin_until(lambda: phase() == "policy", 30, "the hand-over to the policy", procs, "launch")
+            probe.spin_for(1.0)
+            assert not safety[n:], [m.data for m in safety[n:]]
+            cause()
+            probe.spin_until(lambda: len(safety) > n, 20, f"a {trip_kind} trip", procs, "launch")
+            trip = json.loads(safety[n].data)
+            assert trip["kind"] == trip_kind, trip
+            probe.spin_until(lambda: phase() == end_phase, 10, f"phase {end_phase} after {trip_kind}", procs, "launch")
+            assert json.loads(flight[-1].data)["event"].startswith(end_phase), flight[-1].data
+            probe.spin_until(lambda: phase() == "ground", 30, f"the drone on the ground after {trip_kind}",
+                             procs, "launch")
+            return trip
+
+        twist = Twist()
+        twist.angular.x = 30.0  # rad/s roll: tilts past 60 degrees
+        trip = fly("tilt", lambda: kick.publish(twist), "stopped")
+        assert trip["action"] == "stop" and trip["verdict"] == "stop" and trip["value"] > 60.0, trip
+
+        trip = fly("stale_state", lambda: _call(probe, SetBool, "/drop_state", SetBool.Request(data=True)), "landing")
+        assert trip["action"] == "land" and trip["value"] > 0.5, trip
+        assert _call(probe, SetBool, "/drop_state", SetBool.Request(data=False)).success
+        probe.spin_until(lambda: phase() == "ground" and len(states) > 0, 10, "state again")
+
+        push = Twist()
+        push.linear.x = 3.0  # m/s: carries the drone out of the 0.5 m fence
+        trip = fly("geofence", lambda: kick.publish(push), "landing")
+        assert trip["action"] == "land" and trip["value"] > 0.5 and trip["limit"] == 0.5, trip
+        probe.spin_until(lambda: arrays.unpack(arrays.STATE, states[-1], rows=1).rows[0][2] == 0.0, 5,
+                         "the drone resting on the ground (z = 0)")
+        log = procs.log("launch")
+        for kind in ("tilt", "stale_state", "geofence"):
+            assert re.search(rf"\[safety_node\].*safety trip {kind}", log), kind
+    finally:
+        probe.close()
+        procs.stop_all()
