@@ -14,9 +14,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from snn_drone.core.training import TrainConfig, load_train_config
 
-LIVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+LIVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
-"""Per-step batched topics (state, commands, clock, episodes): reliable, the last 10."""
+"""Per-step batched topics (state, commands, clock, episodes): reliable, the last 100 (one second at
+100 Hz), so a recorder or a node stalled by a busy CPU catches up instead of losing steps."""
 ROLLOUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
 """Finished sequences: reliable with a deep queue (the trainer drains it between epochs)."""
