@@ -282,9 +282,9 @@ class Trainer:
         t0 = time.perf_counter()
         row = self._train_epoch()
         self.epoch += 1
-        self.wall_s += time.perf_counter() - t0
         if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
             row.update(self._evaluate())
+        self.wall_s += time.perf_counter() - t0  # training and evaluation: the run's own time
         row.update(epoch=self.epoch, env_steps=self.env_steps, updates=self.learner.updates,
                    wall_s=round(self.wall_s, 3))
         self.history.append(row)
