@@ -172,6 +172,11 @@ FLY_REAL_ARGUMENTS = (
              "service)"),
     Argument("hover_s", "10.0", "sim: land after this many seconds of policy flight (0: until the land service)"),
     Argument("exit_when_landed", "true", "sim: end the launch once the drone landed"),
+    Argument("state_timeout_s", "0.5", "jump-start watchdog: no state for this long sends the safe command "
+             "(motors off), on which the drone end lands"),
+    Argument("command_timeout_s", "0.05", "sim: no motor_cmd for this long while the policy flies trips the "
+             "simulated firmware watchdog (snnmotor.timeoutMs)"),
+    Argument("command_fallback", "stop", "sim: watchdog trip stops the motors (stop, snnmotor.fallback 0) or lands (land)"),
 )
 
 FLY_REAL_TOPICS = ("/state", "/motor_cmd", "/actor/cmd", "/guide/cmd", "/jumpstart/status", "/safety/status",
@@ -201,7 +206,9 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
         nodes.append(NodeSpec("sim_flight_node", "sim_flight_node", "", {
             **common, "auto_takeoff_s": _float("auto_takeoff_s", args["auto_takeoff_s"]),
             "hover_s": _float("hover_s", args["hover_s"]),
-            "exit_when_landed": exit_when_landed, "wait_for_subscribers": 4 + int(record)},
+            "exit_when_landed": exit_when_landed, "wait_for_subscribers": 4 + int(record),
+            "command_timeout_s": _float("command_timeout_s", args["command_timeout_s"]),
+            "command_fallback": args["command_fallback"]},
             required=exit_when_landed))
         nodes.append(NodeSpec("safety_node", "safety_node", "", {
             "safety_config": args["safety_config"], "safety_overrides": args["safety_overrides"], "num_drones": 1}))
@@ -213,7 +220,8 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
     nodes.append(NodeSpec("actor_node", "actor_node", "", {**common, "checkpoint": args["actor"],
                                                            "follow_weights": False}))
     nodes.append(NodeSpec("guide_node", "guide_node", "", {**common, "guide": args["guide"]}))
-    nodes.append(NodeSpec("jumpstart_node", "jumpstart_node", "", {**common, "use_guide": True, "deploy": True}))
+    nodes.append(NodeSpec("jumpstart_node", "jumpstart_node", "", {**common, "use_guide": True, "deploy": True,
+                                                                   "state_timeout_s": _float("state_timeout_s", args["state_timeout_s"])}))
     if record:
         bag = args["bag"] or f"flights/fly_real_{backend}_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}"
         if Path(bag).exists():

@@ -29,7 +29,7 @@ def test_flight_takeoff_reaches_target_hands_over_then_landing_and_stop_end_at_r
     assert sim.phase == "ground" and float(sim.state[0, 2]) == 0.0  # motors off: it sits
     assert "refused" in sim.start_policy() and "ignored" in sim.land()
     sim.takeoff()
-    _run(sim, 400)  # 2.5 s ramp + 1.5 s holding the target with the controller
+    _run(sim, 400)  # 2.5 s ramp + 1.5 s holding the target with the controller (no hand-over)
     err = float((sim.state[0, layout.POS] - sim.target).norm())
     assert sim.phase == "takeoff" and err < 0.05, (sim.phase, err)
     assert "refused" in sim.takeoff()

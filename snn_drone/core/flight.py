@@ -8,7 +8,8 @@ smooth set-point ramps, on the same dynamics model as training (core/dynamics.py
 
 - ``ground``: at rest on the ground, motors off (action -1);
 - ``takeoff``: the controller follows a ramp from the ground to the target in ``takeoff_duration_s``
-  (from wherever the drone sits, e.g. after a stop; the policy takes over at the target);
+  (from wherever the drone sits, e.g. after a stop), holds it for ``settle_s``, then the policy
+  takes over at the target;
   then the policy takes over (``policy_after_takeoff``) or the controller holds the target;
 - ``policy``: the newest policy command flies; ``episode_step`` counts from 0 at the hand-over
   (the jump-start node's guide warm-up and the actor's reset key on it, as on hardware; it is 0
@@ -45,13 +46,17 @@ class FlightConfig:
     """Time of the landing ramp from the current position to the ground [s]."""
     landed_height_m: float = 0.03
     """Below this height (world z) a landing ends: motors off [m]."""
+    settle_s: float = 1.0
+    """The controller holds the target this long after the take-off ramp (the drone lags the ramp) [s]."""
     policy_after_takeoff: bool = True
-    """Hand the motors to the policy when the take-off ramp ends (else the controller holds)."""
+    """Hand the motors to the policy after the ramp and the settling time (else the controller holds)."""
 
     def __post_init__(self):
         for name in ("takeoff_duration_s", "land_duration_s", "landed_height_m"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} = {getattr(self, name)}, expected > 0")
+        if not self.settle_s >= 0:
+            raise ValueError(f"settle_s = {self.settle_s}, expected >= 0")
 
 
 def smooth_ramp(start: torch.Tensor, end: torch.Tensor, elapsed_s: float, duration_s: float) -> torch.Tensor:
@@ -173,7 +178,7 @@ class FlightSim:
         elapsed = self.time_s - self._phase_start_s
         z = self.state[:, 2]
         if self.phase == "takeoff" and elapsed >= self.cfg.takeoff_duration_s:
-            if self.cfg.policy_after_takeoff:
+            if self.cfg.policy_after_takeoff and elapsed >= self.cfg.takeoff_duration_s + self.cfg.settle_s:
                 self.start_policy("take-off done")
             else:
                 self._ramp = None

@@ -8,7 +8,8 @@ interface:
   took over + the last applied action), ``clock`` (sim time), latched ``flight/status`` (JSON:
   phase, why, sim time);
 - ``motor_cmd``: the newest command flies while the policy has the motors; one flagged safe (the
-  jump-start watchdog lost the state) lands the drone, as the bridge does;
+  jump-start watchdog lost the state) lands the drone, as the bridge does; none for
+  ``command_timeout_s`` trips the watchdog of the firmware app (stop, or land: ``command_fallback``);
 - ``safety/status`` (safety_node's JSON): a verdict ``land`` lands, ``stop`` stops the motors;
 - services (std_srvs/Trigger) ``takeoff``, ``land``, ``emergency_stop``, ``start_policy``;
 - fault injection for tests and drills: ``disturbance`` (geometry_msgs/Twist: linear = world
@@ -49,6 +50,8 @@ class SimFlightNode(Node):
         flight = FlightConfig(
             takeoff_duration_s=declare(self, "takeoff_duration_s", 2.5, "take-off ramp to the target (s)"),
             land_duration_s=declare(self, "land_duration_s", 3.0, "landing ramp to the ground (s)"),
+            settle_s=declare(self, "settle_s", 1.0, "the controller holds the target this long after the "
+                             "take-off ramp before the policy takes over (s)"),
             policy_after_takeoff=declare(self, "policy_after_takeoff", True, "the policy takes over when the "
                                          "take-off ends (false: call start_policy)"))
         self.auto_takeoff_s = declare(self, "auto_takeoff_s", -1.0, "take off this long after the graph "
@@ -57,6 +60,15 @@ class SimFlightNode(Node):
                                "until the land service)")
         self.exit_when_landed = declare(self, "exit_when_landed", False, "end the node (and a launch that "
                                         "requires it) once the drone landed after a flight")
+        self.command_timeout_s = declare(self, "command_timeout_s", 0.05, "while the policy flies, no new "
+                                         "motor_cmd for this long trips the onboard watchdog (s; the firmware "
+                                         "app's snnmotor.timeoutMs)")
+        self.command_fallback = declare(self, "command_fallback", "stop", "watchdog trip: 'stop' (motors off, "
+                                        "snnmotor.fallback 0) or 'land' (stock controller lands, fallback 1)")
+        if self.command_fallback not in ("stop", "land"):
+            raise ValueError(f"command_fallback = {self.command_fallback!r}, expected stop or land")
+        if not self.command_timeout_s > 0:
+            raise ValueError(f"command_timeout_s = {self.command_timeout_s}, expected > 0 s")
         self.wait_for_subscribers = declare(self, "wait_for_subscribers", 0, "start the clock once this many "
                                             "nodes listen to state")
         threads = declare(self, "threads", 1, "torch intra-op threads")
@@ -67,6 +79,7 @@ class SimFlightNode(Node):
         self.step = 0
         self.publish_state = True
         self._newest: torch.Tensor | None = None
+        self._cmd_wall_s = 0.0
         self._flown = False
         self._errors_m: list[float] = []
         self._phase_sent = None
@@ -94,6 +107,7 @@ class SimFlightNode(Node):
                 self._log(self.sim.land("jump-start watchdog safe command"), warn=True)
             return
         self._newest = torch.from_numpy(rows.copy())
+        self._cmd_wall_s = time.monotonic()
 
     def _on_safety(self, msg) -> None:
         try:
@@ -164,6 +178,12 @@ class SimFlightNode(Node):
             deadline = t0 + (self.step + 1) * self.dt_s
             while self.context.ok() and (left := deadline - time.monotonic()) > 0:
                 ex.spin_once(timeout_sec=left)
+            for _ in range(10):  # behind time: still take what arrived
+                ex.spin_once(timeout_sec=0.0)
+            silent = time.monotonic() - self._cmd_wall_s
+            if sim.phase == "policy" and silent > self.command_timeout_s:
+                why = f"motor command watchdog: no motor_cmd for {silent:.3f} s (command_timeout_s {self.command_timeout_s})"
+                self._log(sim.stop(why) if self.command_fallback == "stop" else sim.land(why), warn=True)
             if self.auto_takeoff_s >= 0 and not self._flown and sim.time_s >= self.auto_takeoff_s:
                 self._log(sim.takeoff())
             if sim.phase != "ground":
