@@ -102,7 +102,8 @@ def test_fly_real_sim_tilt_stops_stale_state_lands_and_geofence_lands_each_publi
         kick = probe.publisher("/disturbance", Twist)
         procs.cli("launch", "launch", "fly_real", "backend:=sim", f"actor:={ROOT / 'checkpoints' / 'guide.pt'}",
                   "record:=false", "auto_takeoff_s:=-1", "hover_s:=0", "exit_when_landed:=false",
-                  f"safety_overrides:={fence}", "command_timeout_s:=2.0", "state_timeout_s:=2.0")
+                  f"safety_overrides:={fence}", "command_timeout_s:=0.3", "command_fallback:=land",
+                  "state_timeout_s:=2.0")
         probe.spin_until(lambda: len(states) > 20, 120, "the sim's state", procs, "launch")
 
         def phase():
@@ -129,8 +130,8 @@ def test_fly_real_sim_tilt_stops_stale_state_lands_and_geofence_lands_each_publi
         trip = fly("tilt", lambda: kick.publish(twist), ("stopped",))
         assert trip["action"] == "stop" and trip["verdict"] == "stop" and trip["value"] > 60.0, trip
 
-        # without state the graph sends no motor_cmd either; the stale trip (0.8 s) acts before the jump-start
-        # and simulated firmware watchdogs (2 s here), which would otherwise land / stop it
+        # without state the graph sends no motor_cmd either: the simulated firmware watchdog lands the drone
+        # after 0.3 s (fallback land), the stale trip follows at 0.8 s while it descends
         trip = fly("stale_state", lambda: _call(probe, SetBool, "/drop_state", SetBool.Request(data=True)),
                    ("landing", "ground"))
         assert trip["action"] == "land" and trip["value"] > 0.8, trip
