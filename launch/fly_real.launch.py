@@ -19,19 +19,4 @@ def node_specs(assignments: dict[str, str]) -> list[graphs.NodeSpec]:
 
 
 def generate_launch_description():
-    from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
-    from launch.substitutions import LaunchConfiguration
-    from launch_ros.actions import Node
-
-    def nodes(context):
-        args = {a.name: LaunchConfiguration(a.name).perform(context) for a in GRAPH.arguments}
-        return [Node(package="snn_drone", executable=s.executable, name=s.name, namespace=s.namespace or None,
-                     parameters=[s.parameters], remappings=s.remappings, output="screen", emulate_tty=True,
-                     on_exit=Shutdown(reason=f"{s.label} exited") if s.required else None)
-                for s in node_specs(args)]
-
-    return LaunchDescription(
-        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in GRAPH.arguments]
-        + [SetEnvironmentVariable(k, v) for k, v in graphs.environment().items()]
-        + [OpaqueFunction(function=nodes)])
+    return graphs.launch_description("fly_real")

@@ -245,3 +245,26 @@ def environment() -> dict[str, str]:
     unless the user chose otherwise (snn_drone/nodes/dds.py)."""
     from snn_drone.nodes.dds import localhost_defaults
     return localhost_defaults()
+
+
+def launch_description(name: str):
+    """The launch_ros LaunchDescription of graph ``name`` (launch/<name>.launch.py on a ROS 2 install):
+    its arguments declared with their defaults and descriptions, the same nodes as the launcher."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    graph = GRAPHS[name]
+
+    def nodes(context):
+        args = {a.name: LaunchConfiguration(a.name).perform(context) for a in graph.arguments}
+        return [Node(package="snn_drone", executable=s.executable, name=s.name, namespace=s.namespace or None,
+                     parameters=[s.parameters], remappings=s.remappings, output="screen", emulate_tty=True,
+                     on_exit=Shutdown(reason=f"{s.label} exited") if s.required else None)
+                for s in graph.nodes(args)]
+
+    return LaunchDescription(
+        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in graph.arguments]
+        + [SetEnvironmentVariable(k, v) for k, v in environment().items()]
+        + [OpaqueFunction(function=nodes)])
