@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train every variant of the docs/RESULTS.md learning table, two at a time (one torch thread each),
 # then print the table. Usage: scripts/results_table.sh [SEEDS...]   (default: 0)
-# Each run takes ~10 min alone on a 2-core CPU; runs/table/<variant>-s<seed>/ holds everything.
+# Each run takes ~7 min alone on a 2-core CPU; runs/table/<variant>-s<seed>/ holds everything.
+# ONLY="bc td3bc" restricts the variants; finished runs (epoch 100 logged) are skipped, others resumed.
 set -u
 cd "$(dirname "$0")/.."
 SNN=.venv/bin/snn-drone
@@ -28,6 +29,7 @@ dirs=()
 for seed in $SEEDS; do
   for v in "${variants[@]}"; do
     name=${v%%|*}; flags=${v#*|}
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
     out=runs/table/$name-s$seed
     dirs+=("$out")
     [ -f "$out/metrics.jsonl" ] && grep -q '"epoch": 100,' "$out/metrics.jsonl" && continue

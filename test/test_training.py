@@ -99,3 +99,21 @@ def test_a_short_td3bc_jsrl_run_with_the_shipped_guide_improves_the_spiking_acto
     after = tr.evaluate().summary()
     assert after["return_mean"] > before["return_mean"] + 20, (before, after)
     assert after["length_mean"] > before["length_mean"] + 20, (before, after)
+
+
+def test_eval_scores_the_shipped_actor_on_its_training_task(tmp_path, capsys):
+    """`snn-drone eval checkpoints/snn_actor.pt` (no run folder beside it) flies the task of
+    config/train.yaml, not config/task.yaml, and the shipped actor meets the issue's bar there."""
+    import re
+    import shutil
+
+    from snn_drone.cli import main
+    from snn_drone.core.training import package_root
+    ckpt = tmp_path / "snn_actor.pt"
+    shutil.copy(package_root() / "checkpoints" / "snn_actor.pt", ckpt)
+    assert main(["eval", str(ckpt), "--plot", str(tmp_path / "eval.png")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^task: .*task_symmetric_rotors\.yaml$", out, re.M), out
+    ret = float(re.search(r"^return:\s+(-?[\d.]+)", out, re.M).group(1))
+    assert ret >= 300.0, out
+    assert (tmp_path / "eval.png").stat().st_size > 10_000

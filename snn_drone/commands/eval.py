@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--preset", default="cf21_paper", help="quadrotor preset (default: %(default)s)")
     p.add_argument("--task", metavar="FILE",
                    help="task YAML (default: the task_config of the run's config.yaml next to the checkpoint, "
-                        "else config/task.yaml)")
+                        "else that of config/train.yaml, where the shipped checkpoints were trained)")
     p.add_argument("--seed", type=int, default=12345, help="seed of the initial states (default: %(default)s)")
     p.add_argument("--plot", metavar="PNG", help="3-D trajectory picture (default: next to the checkpoint)")
     p.set_defaults(func=run)
@@ -56,12 +56,14 @@ def run(args) -> int:
 
 
 def _run_task(ckpt: Path) -> str | None:
-    """The task file a run was trained on (its config.yaml), so an actor is scored where it learned."""
+    """The task file an actor was trained on, so it is scored where it learned: the task_config of
+    the run's config.yaml next to the checkpoint, else that of the default training config (a
+    shipped file in checkpoints/, 'controller'). None: config/task.yaml."""
     import yaml
+
+    from snn_drone.core.training import default_config_path, resolve_path
     cfg = ckpt.parent / "config.yaml"
-    if cfg.is_file():
-        task_file = (yaml.safe_load(cfg.read_text()) or {}).get("task_config") or None
-        if task_file:
-            from snn_drone.core.training import resolve_path
-            return str(resolve_path(task_file))
-    return None
+    if not cfg.is_file():
+        cfg = default_config_path()
+    task_file = (yaml.safe_load(cfg.read_text()) or {}).get("task_config") or None
+    return str(resolve_path(task_file)) if task_file else None
