@@ -1,4 +1,5 @@
 """The TD3BC + JSRL update computes Algorithm 1's numbers: target, masking, lambda, BC term."""
+import pytest
 import torch
 
 from snn_drone.core import layout
@@ -116,6 +117,26 @@ def test_lambda_bc_decays_per_epoch():
     for _ in range(3):
         learner.end_epoch()
     assert abs(learner.lambda_bc - 0.2 * 0.99 ** 3) < 1e-12
+
+
+def test_lambda_bc_floor_stops_the_decay():
+    learner = _learner(lambda_bc=0.2, lambda_bc_decay=0.5, lambda_bc_min=0.06)
+    seen = []
+    for _ in range(3):
+        learner.end_epoch()
+        seen.append(learner.lambda_bc)
+    assert seen == [0.1, 0.06, 0.06]
+
+
+def test_on_eval_hand_over_holds_while_the_evaluation_is_below_the_best():
+    h = HorizonConfig(advance="on_eval", hold_fraction=0.9)
+    assert h.should_advance(None, -1e9)                  # no evaluation yet: follow the schedule
+    assert h.should_advance(90.0, 100.0) and not h.should_advance(89.9, 100.0)
+    assert h.should_advance(-55.0, -50.0) and not h.should_advance(-55.1, -50.0)  # |best| for negatives
+    assert HorizonConfig().should_advance(0.0, 100.0)     # the paper's fixed schedule never holds
+    assert [h.guide_steps_at_stage(s) for s in (0, 1, 16, 17, 30)] == [450, 425, 50, 50, 50]
+    with pytest.raises(ValueError, match="horizon.advance"):
+        HorizonConfig(advance="sometimes")
 
 
 def test_horizon_schedule_matches_public_code_and_ends_at_warmup():

@@ -117,3 +117,22 @@ def test_eval_scores_the_shipped_actor_on_its_training_task(tmp_path, capsys):
     ret = float(re.search(r"^return:\s+(-?[\d.]+)", out, re.M).group(1))
     assert ret >= 300.0, out
     assert (tmp_path / "eval.png").stat().st_size > 10_000
+
+
+def test_hand_over_stages_follow_the_schedule_or_hold_on_a_weak_evaluation(tmp_path):
+    over = {"algo": "td3bc_jsrl", "guide": "controller", "horizon.epochs_per_stage": 2}
+    fixed = Trainer(_cfg(**over), tmp_path / "fixed", progress=False, log=lambda *_: None)
+    held = Trainer(_cfg(**over, **{"horizon.advance": "on_eval"}), tmp_path / "held", progress=False,
+                   log=lambda *_: None)
+    for tr in (fixed, held):
+        tr.best_return = 100.0
+        assert tr.guide_steps() == 450
+    for ret in (80.0, 80.0, 80.0, 80.0, 95.0, 95.0):  # evaluations at every epoch, below 90% of the best, then above
+        for tr in (fixed, held):
+            tr._advance_stage({"eval_return": ret})
+    assert (fixed.stage, fixed.guide_steps()) == (3, 375)
+    assert (held.stage, held.guide_steps()) == (1, 425)
+    held.save()
+    again = Trainer(_cfg(**over, **{"horizon.advance": "on_eval"}), tmp_path / "held", resume=True, progress=False,
+                    log=lambda *_: None)
+    assert (again.stage, again.stage_epochs) == (1, 0)

@@ -9,6 +9,7 @@ At deployment the guide flies the warm-up only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -29,12 +30,32 @@ class HorizonConfig:
     """Epochs before the SNN's share grows (the public code: 50)."""
     exploration_noise: float = 0.1
     """Std of the Gaussian noise added to the SNN's actions during training rollouts (clipped to [-1, 1])."""
+    advance: Literal["schedule", "on_eval"] = "schedule"
+    """schedule: one stage every ``epochs_per_stage`` epochs (the paper). on_eval: as in the original
+    JSRL, a stage ends only if the latest evaluation scored at least ``hold_fraction`` of the best one
+    so far; otherwise the guide keeps its share for another ``epochs_per_stage`` epochs."""
+    hold_fraction: float = 0.9
+    """on_eval: the share of the best evaluation return the latest one must reach to hand over more."""
+
+    def __post_init__(self):
+        if self.advance not in ("schedule", "on_eval"):
+            raise ValueError(f"horizon.advance = {self.advance!r}; expected 'schedule' or 'on_eval'")
 
     def guide_steps(self, epoch: int) -> int:
-        """Steps the guide flies in epoch ``epoch``: max(warm-up, episode - N), N = N_0 + stage * increment."""
-        stage = epoch // max(1, self.epochs_per_stage)
+        """Steps the guide flies in epoch ``epoch`` of the fixed schedule (stage = epoch // epochs_per_stage)."""
+        return self.guide_steps_at_stage(epoch // max(1, self.epochs_per_stage))
+
+    def guide_steps_at_stage(self, stage: int) -> int:
+        """max(warm-up, episode - N) with N = N_0 + stage * increment."""
         snn = self.snn_steps_start + stage * self.snn_steps_increment
         return max(self.warmup, self.episode_steps - snn)
+
+    def should_advance(self, last_return: float | None, best_return: float) -> bool:
+        """on_eval: hand over more when the latest evaluation holds ``hold_fraction`` of the best
+        (returns may be negative early on: the test is last >= best - (1 - hold) |best|)."""
+        if self.advance == "schedule" or last_return is None:
+            return True
+        return last_return >= best_return - (1.0 - self.hold_fraction) * abs(best_return)
 
     @property
     def final_epoch(self) -> int:

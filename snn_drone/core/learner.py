@@ -53,7 +53,9 @@ class LearnerConfig:
     lambda_bc: float = 0.2
     """Initial weight of the BC term."""
     lambda_bc_decay: float = 0.99
-    """lambda_BC <- decay * lambda_BC after every epoch."""
+    """lambda_BC <- max(lambda_bc_min, decay * lambda_BC) after every epoch."""
+    lambda_bc_min: float = 0.0
+    """Floor of the decaying lambda_BC (the paper: none, 0.0)."""
     bc_reduction: Literal["sum", "mean"] = "sum"
     """|pi(s) - a_guide|^2 summed over the 4 motors (the paper's squared norm) or averaged (TD3+BC's mse)."""
     critic_on_warmup: bool = True
@@ -199,8 +201,8 @@ class TD3BCLearner:
                     bt.copy_(bf)
 
     def end_epoch(self) -> None:
-        """lambda_BC <- decay * lambda_BC."""
-        self.lambda_bc *= self.cfg.lambda_bc_decay
+        """lambda_BC <- max(lambda_bc_min, decay * lambda_BC)."""
+        self.lambda_bc = max(self.cfg.lambda_bc_min, self.lambda_bc * self.cfg.lambda_bc_decay)
 
     # ---- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -226,6 +226,8 @@ class Trainer:
             self.rollout = JumpStartRollout(self.env, self.actor, self.guide, cfg.sequences,
                                             cfg.horizon.exploration_noise, self.gen)
         self.epoch = 0
+        self.stage = 0          # hand-over stage (horizon.guide_steps_at_stage)
+        self.stage_epochs = 0   # epochs spent in it
         self.stopped_early = False
         self.env_steps = 0
         self.history: list[dict] = []
@@ -241,12 +243,28 @@ class Trainer:
         self._write_config()
 
     # ---- schedule -----------------------------------------------------------------------------
-    def guide_steps(self, epoch: int) -> int:
-        """Steps the guide flies in this epoch's rollouts."""
+    def guide_steps(self) -> int:
+        """Steps the guide flies in the current epoch's rollouts (the current hand-over stage)."""
         cfg = self.cfg
         if cfg.algo == "td3" or not cfg.jump_start:
             return 0
-        return cfg.horizon.guide_steps(epoch)
+        return cfg.horizon.guide_steps_at_stage(self.stage)
+
+    def _advance_stage(self, row: dict) -> None:
+        """End of an epoch: after ``epochs_per_stage`` epochs in a stage, move to the next one (on the
+        fixed schedule always; with ``horizon.advance: on_eval`` only if the evaluation holds up)."""
+        h = self.cfg.horizon
+        self.stage_epochs += 1
+        if self.stage_epochs < max(1, h.epochs_per_stage):
+            return
+        self.stage_epochs = 0
+        evals = [r["eval_return"] for r in self.history if "eval_return" in r] + (
+            [row["eval_return"]] if "eval_return" in row else [])
+        if h.should_advance(evals[-1] if evals else None, self.best_return):
+            self.stage += 1
+        elif self.guide_steps() > h.warmup:
+            self.log(f"epoch {self.epoch}: evaluation {evals[-1]:.1f} below {h.hold_fraction:.0%} of the best "
+                     f"({self.best_return:.1f}); the guide keeps {self.guide_steps()} steps")
 
     def eval_guide_steps(self) -> int:
         """At deployment the guide flies the warm-up only (none without a guide)."""
@@ -284,6 +302,7 @@ class Trainer:
         self.epoch += 1
         if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
             row.update(self._evaluate())
+        self._advance_stage(row)
         self.wall_s += time.perf_counter() - t0  # training and evaluation: the run's own time
         row.update(epoch=self.epoch, env_steps=self.env_steps, updates=self.learner.updates,
                    wall_s=round(self.wall_s, 3))
@@ -318,7 +337,7 @@ class Trainer:
         progress = min(1.0, self.epoch / max(1, cfg.epochs))
         self.env.set_progress(progress)
         if self.rollout is not None:
-            h = self.guide_steps(self.epoch)
+            h = self.guide_steps()
             seqs, stats = self.rollout.collect(cfg.steps_per_epoch, h)
             if seqs is not None:
                 self.replay.add(seqs)
@@ -329,7 +348,7 @@ class Trainer:
                 row["train_length"] = float(np.mean(stats["lengths"]))
         elif not self.collect:
             if cfg.online:
-                row["guide_steps"] = self.guide_steps(self.epoch)
+                row["guide_steps"] = self.guide_steps()
             if self._ingested["returns"]:
                 row["train_return"] = float(np.mean(self._ingested["returns"]))
                 row["train_length"] = float(np.mean(self._ingested["lengths"]))
@@ -431,6 +450,7 @@ class Trainer:
             "learner": self.learner.state_dict(), "replay": self.replay.state_dict(),
             "slope": self.slope.state_dict() if self.slope is not None else None,
             "history": self.history, "best_return": self.best_return, "wall_s": self.wall_s,
+            "stage": self.stage, "stage_epochs": self.stage_epochs,
             "rng": {"torch": torch.get_rng_state(), "gen": self.gen.get_state(),
                     "env": self.env.generator.get_state(), "numpy": np.random.get_state()[1].tolist(),
                     "python": random.getstate()[1]},
@@ -457,6 +477,9 @@ class Trainer:
             self.slope.load_state_dict(sd["slope"])
             self.actor.set_slope(self.slope.k)
         self.history, self.best_return, self.wall_s = sd["history"], sd["best_return"], sd["wall_s"]
+        eps = max(1, self.cfg.horizon.epochs_per_stage)  # checkpoints from before stages were stored
+        self.stage = sd.get("stage", self.epoch // eps)
+        self.stage_epochs = sd.get("stage_epochs", self.epoch % eps)
         torch.set_rng_state(sd["rng"]["torch"])
         self.gen.set_state(sd["rng"]["gen"])
         self.env.generator.set_state(sd["rng"]["env"])

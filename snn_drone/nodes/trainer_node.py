@@ -90,7 +90,7 @@ class TrainerNode(Node):
     def _publish_state(self) -> None:
         tr = self.trainer
         self.pub_weights.publish(arrays.pack_weights(tr.actor, tr.epoch))
-        self.pub_horizon.publish(Int32(data=int(tr.guide_steps(tr.epoch))))
+        self.pub_horizon.publish(Int32(data=int(tr.guide_steps())))
         self.pub_progress.publish(Float32(data=float(min(1.0, tr.epoch / max(1, self.cfg.epochs)))))
 
     # ---- the loop ---------------------------------------------------------------------------
