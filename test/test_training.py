@@ -136,3 +136,24 @@ def test_hand_over_stages_follow_the_schedule_or_hold_on_a_weak_evaluation(tmp_p
     again = Trainer(_cfg(**over, **{"horizon.advance": "on_eval"}), tmp_path / "held", resume=True, progress=False,
                     log=lambda *_: None)
     assert (again.stage, again.stage_epochs) == (1, 0)
+
+
+def test_summarize_by_variant_groups_seeds_with_exact_numbers(tmp_path, capsys):
+    from snn_drone.cli import main
+
+    def run(name, evals):
+        d = tmp_path / name
+        d.mkdir()
+        rows = [{"epoch": e, "updates": 50 * e, "wall_s": 6.0 * e, "eval_return": r, "eval_return_std": 1.0,
+                 "eval_crash_rate": 0.0} for e, r in evals]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(d)
+
+    dirs = [run("adaptive-s0", [(5, 50.0), (10, 150.0), (15, 120.0)]),
+            run("adaptive-s1", [(5, 110.0), (10, 90.0), (15, 130.0)]),
+            run("td3-s0", [(5, -20.0), (10, -10.0), (15, -30.0)])]
+    assert main(["summarize", "--by-variant", *dirs]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[2] == ("| adaptive | 0, 1 | 120 / 130 (125 +- 7) | 150 / 130 (140 +- 14) | 10 / 5 | not reached "
+                        "| 15 / 15 | 2 / 2 |")
+    assert lines[3] == "| td3 | 0 | -30 | -10 | not reached | not reached | 15 | 2 |"

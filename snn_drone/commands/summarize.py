@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+
+import numpy as np
 
 
 def register(sub) -> None:
@@ -14,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")
     p.add_argument("--threshold", type=float, action="append", default=None,
                    help="evaluation return to time (repeatable; default 100 and 400)")
+    p.add_argument("--by-variant", action="store_true",
+                   help="one row per variant instead: runs named <variant>-s<seed> are grouped, with the mean "
+                        "+- std over seeds of the final and best returns and the epoch of each threshold per seed")
     p.set_defaults(func=run)
 
 
@@ -33,8 +39,40 @@ def summarize_run(path: Path, thresholds: list[float]) -> dict:
     return out
 
 
+def _mean_std(xs) -> str:
+    return f"{np.mean(xs):.0f} +- {np.std(xs, ddof=1):.0f}" if len(xs) > 1 else f"{xs[0]:.0f}"
+
+
+def by_variant(runs: list[Path], thresholds: list[float]) -> list[str]:
+    """Markdown rows, one per variant (run folder name without its -s<seed> suffix), in first-seen order."""
+    groups: dict[str, list[tuple[str, dict]]] = {}
+    for r in runs:
+        m = re.fullmatch(r"(.+)-s(\d+)", r.name)
+        name, seed = (m.group(1), m.group(2)) if m else (r.name, "?")
+        groups.setdefault(name, []).append((seed, summarize_run(r, thresholds)))
+    head = ["variant", "seeds", "final return per seed (mean +- std)", "best return per seed (mean +- std)"] + \
+        [f"first >= {t:g} (epoch per seed)" for t in thresholds] + ["epochs", "min per run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, items in groups.items():
+        seeds = [sd for sd, _ in items]
+        fin = [s["final"] for _, s in items]
+        best = [s["best"] for _, s in items]
+        cells = [name, ", ".join(seeds), " / ".join(f"{x:.0f}" for x in fin) + (f" ({_mean_std(fin)})" if len(fin) > 1 else ""),
+                 " / ".join(f"{x:.0f}" for x in best) + (f" ({_mean_std(best)})" if len(best) > 1 else "")]
+        for t in thresholds:
+            hits = [s[f"to_{t:g}"] for _, s in items]
+            cells.append(" / ".join(str(h[0]) if h else "-" for h in hits) if any(hits) else "not reached")
+        cells += [" / ".join(str(s["epochs"]) for _, s in items),
+                  " / ".join(f"{s['wall_s'] / 60:.0f}" for _, s in items)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def run(args) -> int:
     thresholds = args.threshold or [100.0, 400.0]
+    if args.by_variant:
+        print("\n".join(by_variant([Path(r) for r in args.runs], thresholds)))
+        return 0
     head = ["run", "final return", "best (epoch)", "final crash rate"] + [f"first >= {t:g}: epoch / updates / min" for t in thresholds] + ["epochs", "updates", "min"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
