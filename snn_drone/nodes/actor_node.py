@@ -19,7 +19,7 @@ from snn_drone.core.training import make_actor, resolve_path
 
 from . import arrays
 from .action_history import LiveActionHistory
-from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, run_node, task_config
+from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, receive, run_node, task_config
 
 
 class ActorNode(Node):
@@ -69,11 +69,10 @@ class ActorNode(Node):
 
     @torch.no_grad()
     def _on_state(self, msg) -> None:
-        try:
-            rows, head = arrays.unpack(arrays.STATE, msg, rows=self.b)
-        except ValueError as e:
-            self.get_logger().error(f"dropped state: {e}")
+        got = receive(self, arrays.STATE, msg, rows=self.b)
+        if got is None:
             return
+        rows, head = got
         step = int(head["step"]) if head["step"] is not None else None
         if self._last is not None and step is not None and self._last[0] == step:
             self.pub.publish(self._last[1])  # a resent state: the same answer, the hidden state stepped once

@@ -17,7 +17,7 @@ from snn_drone.core.training import resolve_path
 
 from . import arrays
 from .action_history import LiveActionHistory
-from .node_runtime import LIVE_QOS, declare, declare_train_config, run_node, task_config
+from .node_runtime import LIVE_QOS, declare, declare_train_config, receive, run_node, task_config
 
 
 class GuideNode(Node):
@@ -43,11 +43,10 @@ class GuideNode(Node):
 
     @torch.no_grad()
     def _on_state(self, msg) -> None:
-        try:
-            rows, head = arrays.unpack(arrays.STATE, msg, rows=self.b)
-        except ValueError as e:
-            self.get_logger().error(f"dropped state: {e}")
+        got = receive(self, arrays.STATE, msg, rows=self.b)
+        if got is None:
             return
+        rows, head = got
         step = int(head["step"]) if head["step"] is not None else -1
         x = torch.from_numpy(rows).to(self.device)
         state = x[:, arrays.STATE_COLS]

@@ -21,7 +21,7 @@ from snn_drone.core.jsrl import jump_start_action
 from snn_drone.core.layout import ACTION_DIM
 
 from . import arrays
-from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, run_node
+from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, receive, run_node
 
 
 class JumpStartNode(Node):
@@ -70,11 +70,10 @@ class JumpStartNode(Node):
 
     # ---- inputs -----------------------------------------------------------------------------
     def _take(self, spec, msg, key: str):
-        try:
-            rows, head = arrays.unpack(spec, msg, rows=self.b)
-        except ValueError as e:
-            self.get_logger().error(f"dropped {spec.topic}: {e}")
+        got = receive(self, spec, msg, rows=self.b)
+        if got is None:
             return None
+        rows, head = got
         if head["step"] is None:
             self.get_logger().error(f"dropped {spec.topic}: no step stamp (header {list(spec.header)})")
             return None

@@ -29,6 +29,17 @@ _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEG
           float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 
 
+def receive(node, spec, msg, rows: int | None = None):
+    """Unpack an array message (``arrays.unpack``) or drop it: a malformed one is logged as an error
+    naming the topic and the field, and None is returned, so one bad message never stops a node."""
+    from snn_drone.nodes import arrays
+    try:
+        return arrays.unpack(spec, msg, rows=rows)
+    except ValueError as e:
+        node.get_logger().error(f"dropped {spec.topic}: {e}")
+        return None
+
+
 def declare(node, name: str, default, description: str):
     """Declare a typed parameter with a description and return its value."""
     if isinstance(default, (list, tuple)):

@@ -23,7 +23,7 @@ from snn_drone.core.flight import AIRBORNE
 from snn_drone.core.safety import SafetySupervisor, load_safety_config
 
 from . import arrays
-from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, run_node
+from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, receive, run_node
 
 
 class SafetyNode(Node):
@@ -66,11 +66,10 @@ class SafetyNode(Node):
         self.phase = phase
 
     def _on_state(self, msg) -> None:
-        try:
-            rows, _ = arrays.unpack(arrays.STATE, msg, rows=self.b)
-        except ValueError as e:
-            self.get_logger().error(f"dropped state: {e}")
+        got = receive(self, arrays.STATE, msg, rows=self.b)
+        if got is None:
             return
+        rows, _ = got
         self.state, self.state_time_s = rows[:, arrays.STATE_COLS].astype(np.float64), time.monotonic()
         self._check()
 

@@ -39,7 +39,7 @@ from snn_drone.core.flight import FlightConfig, FlightSim
 from snn_drone.core.params import load_preset
 
 from . import arrays
-from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, run_node, task_config
+from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, receive, run_node, task_config
 
 
 class SimFlightNode(Node):
@@ -97,11 +97,10 @@ class SimFlightNode(Node):
 
     # ---- inputs -----------------------------------------------------------------------------
     def _on_cmd(self, msg) -> None:
-        try:
-            rows, head = arrays.unpack(arrays.MOTOR_CMD, msg, rows=self.b)
-        except ValueError as e:
-            self.get_logger().error(f"dropped motor_cmd: {e}")
+        got = receive(self, arrays.MOTOR_CMD, msg, rows=self.b)
+        if got is None:
             return
+        rows, head = got
         if head.get("safe"):
             if self.sim.phase == "policy":
                 self._log(self.sim.land("jump-start watchdog safe command"), warn=True)

@@ -25,7 +25,7 @@ from snn_drone.core.layout import ACTION_DIM
 from snn_drone.core.sequence_replay import EpisodeSlicer, Sequences
 
 from . import arrays
-from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, run_node, task_config
+from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, receive, run_node, task_config
 
 
 class SimNode(Node):
@@ -84,22 +84,20 @@ class SimNode(Node):
 
     # ---- inputs -----------------------------------------------------------------------------
     def _on_cmd(self, msg):
-        try:
-            rows, head = arrays.unpack(arrays.MOTOR_CMD, msg, rows=self.b)
-        except ValueError as e:
-            self.get_logger().error(f"dropped motor_cmd: {e}")
+        got = receive(self, arrays.MOTOR_CMD, msg, rows=self.b)
+        if got is None:
             return
+        rows, head = got
         cmd = torch.from_numpy(rows.copy()).to(self.env.device)
         self._newest_cmd = cmd
         if head["step"] is not None and head["step"] >= 0 and not head.get("safe"):
             self._cmds[int(head["step"])] = cmd
 
     def _on_guide(self, msg):
-        try:
-            rows, head = arrays.unpack(arrays.GUIDE_CMD, msg, rows=self.b)
-        except ValueError as e:
-            self.get_logger().error(f"dropped guide/cmd: {e}")
+        got = receive(self, arrays.GUIDE_CMD, msg, rows=self.b)
+        if got is None:
             return
+        rows, head = got
         guide = self._newest_guide = torch.from_numpy(rows.copy()).to(self.env.device)
         if head["step"] is not None:
             self._guide[int(head["step"])] = guide

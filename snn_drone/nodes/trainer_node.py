@@ -23,7 +23,7 @@ from snn_drone.core.training import Trainer
 
 from . import arrays
 from .bag_io import load_rollouts
-from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, run_node
+from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, receive, run_node
 
 
 class TrainerNode(Node):
@@ -78,11 +78,10 @@ class TrainerNode(Node):
         self.workers_seen.add(head["worker"])
 
     def _on_episodes(self, msg) -> None:
-        try:
-            rows, _ = arrays.unpack(arrays.EPISODES, msg)
-        except ValueError as e:
-            self.get_logger().error(f"dropped episodes: {e}")
+        got = receive(self, arrays.EPISODES, msg)
+        if got is None:
             return
+        rows, _ = got
         self._returns += rows[:, 0].tolist()
         self._lengths += rows[:, 1].tolist()
 
