@@ -112,6 +112,16 @@ def test_policy_delay_and_soft_target_update():
         assert torch.allclose(new, 0.75 * old + 0.25 * cur.detach(), atol=1e-6)
 
 
+def test_pure_bc_leaves_the_critic_alone_and_still_trains_the_actor():
+    learner = _learner(use_q=False, policy_delay=1)
+    critic = [p.clone() for p in learner.critic.parameters()]
+    actor = [p.clone() for p in learner.actor.parameters()]
+    m = learner.update(_batch(guide=torch.full((T, N, 4), 0.5)))
+    assert "critic_loss" not in m and "lambda" not in m and m["actor_loss"] == pytest.approx(0.2 * m["bc_loss"])
+    assert all(torch.equal(a, b) for a, b in zip(critic, learner.critic.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(actor, learner.actor.parameters()))
+
+
 def test_lambda_bc_decays_per_epoch():
     learner = _learner(lambda_bc=0.2, lambda_bc_decay=0.99)
     for _ in range(3):

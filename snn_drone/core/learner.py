@@ -135,24 +135,25 @@ class TD3BCLearner:
         cfg = self.cfg
         metrics: dict[str, float] = {}
 
-        # Critic target: y = r + gamma (1 - d) min_j Q'_j(s', pi'(s') + clipped noise)
-        with torch.no_grad():
-            next_pi, _ = self.actor_target.forward_sequence(b.actor_obs)   # pi'(s_0 .. s_T)
-            next_pi = next_pi[1:]                                          # pi'(s_{t+1})
-            noise = (torch.randn_like(next_pi) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
-            next_a = (next_pi + noise).clamp(-1.0, 1.0)
-            q1_t, q2_t = self.critic_target(b.priv_obs[1:], next_a)
-            y = b.reward + cfg.gamma * (1.0 - b.terminated) * torch.minimum(q1_t, q2_t)
+        if cfg.use_q:  # pure BC (use_q False) never reads the critic: skip its update
+            # Critic target: y = r + gamma (1 - d) min_j Q'_j(s', pi'(s') + clipped noise)
+            with torch.no_grad():
+                next_pi, _ = self.actor_target.forward_sequence(b.actor_obs)   # pi'(s_0 .. s_T)
+                next_pi = next_pi[1:]                                          # pi'(s_{t+1})
+                noise = (torch.randn_like(next_pi) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+                next_a = (next_pi + noise).clamp(-1.0, 1.0)
+                q1_t, q2_t = self.critic_target(b.priv_obs[1:], next_a)
+                y = b.reward + cfg.gamma * (1.0 - b.terminated) * torch.minimum(q1_t, q2_t)
 
-        # Critic loss on the stored (executed) actions
-        q1, q2 = self.critic(b.priv_obs[:-1], b.action)
-        critic_mask = b.valid if cfg.critic_on_warmup else b.actor_mask
-        critic_loss = _masked_mean((q1 - y) ** 2 + (q2 - y) ** 2, critic_mask)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-        metrics["critic_loss"] = critic_loss.item()
-        metrics["q_mean"] = _masked_mean(q1.detach(), critic_mask).item()
+            # Critic loss on the stored (executed) actions
+            q1, q2 = self.critic(b.priv_obs[:-1], b.action)
+            critic_mask = b.valid if cfg.critic_on_warmup else b.actor_mask
+            critic_loss = _masked_mean((q1 - y) ** 2 + (q2 - y) ** 2, critic_mask)
+            self.critic_opt.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            self.critic_opt.step()
+            metrics["critic_loss"] = critic_loss.item()
+            metrics["q_mean"] = _masked_mean(q1.detach(), critic_mask).item()
 
         self.updates += 1
         if self.updates % cfg.policy_delay == 0:
