@@ -55,6 +55,16 @@ def test_resume_continues_from_the_checkpoint_and_rejects_a_different_config(tmp
         Trainer(_cfg(epochs=4, **{"learner.alpha": 3.0}), tmp_path, resume=True, progress=False)
 
 
+def test_a_checkpoint_from_before_a_config_key_existed_resumes_with_that_keys_default(tmp_path):
+    Trainer(_cfg(epochs=2), tmp_path, progress=False, log=lambda *_: None).run()
+    sd = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    del sd["config"]["learner"]["lambda_bc_min"], sd["config"]["horizon"]["advance"]  # an older run
+    torch.save(sd, tmp_path / "checkpoint.pt")
+    assert Trainer(_cfg(epochs=3), tmp_path, resume=True, progress=False, log=lambda *_: None).epoch == 2
+    with pytest.raises(ValueError, match=r"learner\.lambda_bc_min: 0\.0 != 0\.1"):
+        Trainer(_cfg(epochs=3, **{"learner.lambda_bc_min": 0.1}), tmp_path, resume=True, progress=False)
+
+
 def test_config_errors_name_the_key_and_expected_type():
     with pytest.raises(KeyError, match="learner.alpa"):
         load_train_config(None, {"learner.alpa": 1.0})

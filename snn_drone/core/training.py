@@ -464,7 +464,9 @@ class Trainer:
     def _load(self) -> None:
         path = self.out / self.CHECKPOINT
         sd = torch.load(path, map_location=self.cfg.device, weights_only=False)
-        stored = sd["config"]
+        # keys added to TrainConfig after the checkpoint was written take their defaults (the
+        # behaviour of the code that wrote it), so an old run resumes unless a value really differs
+        stored = config.to_dict(config.from_dict(TrainConfig, sd["config"], source=str(path)))
         mine = config.to_dict(self.cfg)
         differ = [d for d in config.diff(stored, mine) if not d.startswith(("epochs:", "checkpoint_every_s:", "threads:", "eval_every:"))]
         if differ:
