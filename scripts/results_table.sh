@@ -18,6 +18,7 @@ variants=(
   "js_only|--no-bc"
   "bc_only|--no-jump-start"
   "neither|--no-jump-start --no-bc"
+  "adaptive_lbc_const|--set learner.lambda_bc_decay=1.0"
   "td3|--algo td3"
   "td3bc|--algo td3bc"
   "bc|--algo bc"
