@@ -125,7 +125,7 @@ def test_eval_scores_the_shipped_actor_on_its_training_task(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"^task: .*task_symmetric_rotors\.yaml$", out, re.M), out
     ret = float(re.search(r"^return:\s+(-?[\d.]+)", out, re.M).group(1))
-    assert ret >= 300.0, out
+    assert ret >= 400.0, out  # the bar for the shipped actor (docs/RESULTS.md)
     assert (tmp_path / "eval.png").stat().st_size > 10_000
 
 
