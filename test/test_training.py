@@ -162,8 +162,10 @@ def test_summarize_by_variant_groups_seeds_with_exact_numbers(tmp_path, capsys):
     dirs = [run("adaptive-s0", [(5, 50.0), (10, 150.0), (15, 120.0)]),
             run("adaptive-s1", [(5, 110.0), (10, 90.0), (15, 130.0)]),
             run("td3-s0", [(5, -20.0), (10, -10.0), (15, -30.0)])]
-    assert main(["summarize", "--by-variant", *dirs]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    png = tmp_path / "curves.png"
+    assert main(["summarize", "--by-variant", "--plot", str(png), *dirs]) == 0
+    assert png.stat().st_size > 10_000
+    lines = capsys.readouterr().out.strip().splitlines()[1:]  # after the "plot: ..." line
     assert lines[2] == ("| adaptive | 0, 1 | 120 / 130 (125 +- 7) | 150 / 130 (140 +- 14) | 10 / 5 | not reached "
                         "| 15 / 15 | 2 / 2 |")
     assert lines[3] == "| td3 | 0 | -30 | -10 | not reached | not reached | 15 | 2 |"

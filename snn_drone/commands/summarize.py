@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--by-variant", action="store_true",
                    help="one row per variant instead: runs named <variant>-s<seed> are grouped, with the mean "
                         "+- std over seeds of the final and best returns and the epoch of each threshold per seed")
+    p.add_argument("--plot", metavar="PNG", help="also draw the evaluation return of every run against epoch, "
+                                                 "one panel per variant (runs grouped as for --by-variant)")
     p.set_defaults(func=run)
 
 
@@ -39,6 +41,18 @@ def summarize_run(path: Path, thresholds: list[float]) -> dict:
     return out
 
 
+def variant_of(path: Path) -> tuple[str, str]:
+    """(variant, seed) of a run folder named <variant>-s<seed>; (name, '?') otherwise."""
+    m = re.fullmatch(r"(.+)-s(\d+)", path.name)
+    return (m.group(1), m.group(2)) if m else (path.name, "?")
+
+
+def eval_curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evals = [r for r in rows if "eval_return" in r]
+    return np.array([r["epoch"] for r in evals]), np.array([r["eval_return"] for r in evals])
+
+
 def _mean_std(xs) -> str:
     return f"{np.mean(xs):.0f} +- {np.std(xs, ddof=1):.0f}" if len(xs) > 1 else f"{xs[0]:.0f}"
 
@@ -47,8 +61,7 @@ def by_variant(runs: list[Path], thresholds: list[float]) -> list[str]:
     """Markdown rows, one per variant (run folder name without its -s<seed> suffix), in first-seen order."""
     groups: dict[str, list[tuple[str, dict]]] = {}
     for r in runs:
-        m = re.fullmatch(r"(.+)-s(\d+)", r.name)
-        name, seed = (m.group(1), m.group(2)) if m else (r.name, "?")
+        name, seed = variant_of(r)
         groups.setdefault(name, []).append((seed, summarize_run(r, thresholds)))
     head = ["variant", "seeds", "final return per seed (mean +- std)", "best return per seed (mean +- std)"] + \
         [f"first >= {t:g} (epoch per seed)" for t in thresholds] + ["epochs", "min per run"]
@@ -70,6 +83,12 @@ def by_variant(runs: list[Path], thresholds: list[float]) -> list[str]:
 
 def run(args) -> int:
     thresholds = args.threshold or [100.0, 400.0]
+    if args.plot:
+        from snn_drone.core.plots import plot_variant_curves
+        groups: dict[str, list] = {}
+        for r in args.runs:
+            groups.setdefault(variant_of(Path(r))[0], []).append(eval_curve(Path(r)))
+        print(f"plot: {plot_variant_curves(groups, args.plot)}")
     if args.by_variant:
         print("\n".join(by_variant([Path(r) for r in args.runs], thresholds)))
         return 0

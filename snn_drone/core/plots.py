@@ -72,3 +72,38 @@ def plot_trajectories_3d(trajectories: np.ndarray, target, path: str | Path, tit
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_variant_curves(groups: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: str | Path,
+                        title: str = "", columns: int = 3) -> Path:
+    """One panel per variant: evaluation return against epoch, a thin line per seed and the mean
+    over seeds (on the epochs every seed evaluated) in bold, with the 100 and 400 marks."""
+    plt = _plt()
+    path = Path(path)
+    names = list(groups)
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), sharey=True, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        runs = groups[name]
+        for x, y in runs:
+            ax.plot(x, y, lw=0.8, alpha=0.6)
+        common = sorted(set.intersection(*(set(x.tolist()) for x, _ in runs)))
+        if len(runs) > 1 and common:
+            mean = [np.mean([y[list(x).index(e)] for x, y in runs]) for e in common]
+            ax.plot(common, mean, color="k", lw=2, label=f"mean of {len(runs)} seeds")
+            ax.legend(fontsize=7, loc="lower right")
+        for level in (100, 400):
+            ax.axhline(level, color="grey", ls=":", lw=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("evaluation return")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
