@@ -43,7 +43,7 @@ def test_recorded_bag_played_back_or_trained_from_yields_exactly_the_recorded_tr
         procs.node("guide_node", overrides=ov)
         procs.node("jumpstart_node", overrides=ov)
         # the sim starts once the actor, guide, jump-start, recorder, killed recorder and probe listen to its state
-        sim = procs.node("sim_node", overrides=ov, max_steps=300, wait_for_subscribers=6)
+        sim = procs.node("sim_node", overrides=ov, max_steps=300, wait_for_subscribers=6, ack_first_state=True)
         probe.spin_until(lambda: sim.poll() is not None, 120, "300 sim steps")
         assert sim.wait() == 0, procs.log("sim_node")
         probe.spin_for(1.5)  # the last messages, and one more flush of the recorders

@@ -49,6 +49,9 @@ class SimNode(Node):
         self.publish_rollout = declare(self, "publish_rollout", True, "publish finished sequences on rollout")
         self.rollout_every = declare(self, "rollout_every", 10, "publish the sequences finished in this many steps at once")
         self.max_steps = declare(self, "max_steps", 0, "stop after this many control steps (0: run until shut down)")
+        self.ack_first_state = declare(self, "ack_first_state", False, "before the second step, wait until every "
+                                       "subscriber acknowledged the first state (a recorder that must hold every step: "
+                                       "DDS discovery is two-sided; costs up to one heartbeat period, about 3 s)")
         self.wait_for_subscribers = declare(self, "wait_for_subscribers", 0, "publish the first state once this many "
                                             "subscribers listen to it (the graph's actor, guide and jump-start)")
         threads = declare(self, "threads", 1, "torch intra-op threads")
@@ -162,7 +165,7 @@ class SimNode(Node):
         t0 = time.monotonic()
         self._sent_at = time.perf_counter()
         self._publish_state()
-        if self.wait_for_subscribers > 0:
+        if self.ack_first_state:
             # a subscriber the writer has matched may not have matched the writer yet (DDS discovery is
             # two-sided): the first state's acknowledgements prove every reader side is ready
             self._await_acks(self.pub_state, "the first state")
