@@ -85,7 +85,9 @@ def test_fly_real_sim_takes_off_the_snn_hovers_10_s_at_the_target_after_the_guid
         counts = {}
         for m in read_bag(bag):
             counts[m.topic] = counts.get(m.topic, 0) + 1
-        assert counts.get("/state", 0) >= 0.95 * len(rows) and counts.get("/flight/status", 0) >= 5, counts
+        # flight/status is latched (depth 1) and changes once per phase: a recorder whose discovery of the
+        # flight node finishes after take-off starts at the newest phase, so only the later phases are certain
+        assert counts.get("/state", 0) >= 0.95 * len(rows) and counts.get("/flight/status", 0) >= 3, counts
     finally:
         probe.close()
         procs.stop_all()
