@@ -13,6 +13,17 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path, title: str = "") -> Path:
+    """Title, tight layout, PNG at ``path`` (folders made), figure closed."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def plot_training(history: list[dict], path: str | Path, title: str = "") -> Path:
     """Four panels against gradient updates: evaluation (and training) return, episode length,
     surrogate slope k, lambda_BC."""
@@ -41,12 +52,7 @@ def plot_training(history: list[dict], path: str | Path, title: str = "") -> Pat
     ax[1, 1].plot(xs, ys); ax[1, 1].set_ylabel("lambda_BC")
     for a in ax.flat:
         a.set_xlabel("gradient updates"); a.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_trajectories_3d(trajectories: np.ndarray, target, path: str | Path, title: str = "",
@@ -67,11 +73,7 @@ def plot_trajectories_3d(trajectories: np.ndarray, target, path: str | Path, tit
     ax.set_xlabel("x [m]"); ax.set_ylabel("y [m]"); ax.set_zlabel("z [m]")
     ax.legend()
     ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_variant_curves(groups: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: str | Path,
@@ -100,10 +102,4 @@ def plot_variant_curves(groups: dict[str, list[tuple[np.ndarray, np.ndarray]]], 
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("evaluation return")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
