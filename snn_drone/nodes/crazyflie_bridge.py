@@ -22,7 +22,6 @@ Crazyflie here (none attached): built to cflib 0.1.34's documented interfaces.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -44,7 +43,7 @@ from snn_drone.core.robot_config import load_crazyflies
 from snn_drone.core.safety import SafetySupervisor, load_safety_config
 
 from . import arrays
-from .node_runtime import LIVE_QOS, declare, declare_train_config, run_node
+from .node_runtime import LIVE_QOS, declare, declare_train_config, report_trips, run_node
 
 STALE_COMMAND_STEPS = 5
 """A motor_cmd answering a state more than this many samples old is dropped (50 ms at 100 Hz)."""
@@ -227,16 +226,7 @@ class CrazyflieBridge(Node):
         with self._lock:
             state, t_state, vbat, t_link = self.state, self.state_time, self.battery_v, self.last_link
         verdict = self.safety.check(time.monotonic(), state, t_state, vbat, t_link)
-        for v in verdict.new:
-            text = f"safety trip {v.kind}: {v.message} -> {v.action}"
-            if v.action == "warn":  # one call site per severity: rclpy refuses to change it between calls
-                self.get_logger().warning(text)
-            else:
-                self.get_logger().error(text)
-            self.pub_safety.publish(String(data=json.dumps({"robot": self.robot.name, "kind": v.kind,
-                                                            "action": v.action, "value": v.value,
-                                                            "limit": v.limit, "message": v.message,
-                                                            "verdict": verdict.action})))
+        report_trips(self, self.pub_safety, verdict, self.robot.name)
         if verdict.new and verdict.action in ("land", "stop"):
             self._end_flight(verdict.action, verdict.new[0].kind)
 

@@ -40,6 +40,26 @@ def receive(node, spec, msg, rows: int | None = None):
         return None
 
 
+def report_trips(node, pub, verdict, robot: str, drone: int | None = None) -> None:
+    """Log each new safety trip of ``verdict`` (warning or error by its action) and publish it as JSON
+    on ``pub`` (a String publisher of safety/status): robot, [drone,] kind, action, value, limit,
+    message and the verdict's overall action."""
+    import json
+
+    from std_msgs.msg import String
+    where = "" if drone is None else f" (drone {drone})"
+    for v in verdict.new:
+        text = f"safety trip {v.kind}{where}: {v.message} -> {v.action}"
+        if v.action == "warn":  # one call site per severity: rclpy refuses to change it between calls
+            node.get_logger().warning(text)
+        else:
+            node.get_logger().error(text)
+        fields = {"robot": robot} | ({} if drone is None else {"drone": drone})
+        pub.publish(String(data=json.dumps(fields | {
+            "kind": v.kind, "action": v.action, "value": v.value, "limit": v.limit, "message": v.message,
+            "verdict": verdict.action})))
+
+
 def declare(node, name: str, default, description: str):
     """Declare a typed parameter with a description and return its value."""
     if isinstance(default, (list, tuple)):

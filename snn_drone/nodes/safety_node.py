@@ -23,7 +23,7 @@ from snn_drone.core.flight import AIRBORNE
 from snn_drone.core.safety import SafetySupervisor, load_safety_config
 
 from . import arrays
-from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, receive, run_node
+from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, receive, report_trips, run_node
 
 
 class SafetyNode(Node):
@@ -79,16 +79,7 @@ class SafetyNode(Node):
         now = time.monotonic()
         for i, sup in enumerate(self.supervisors):
             verdict = sup.check(now, None if self.state is None else self.state[i], self.state_time_s)
-            for v in verdict.new:
-                text = f"safety trip {v.kind} (drone {i}): {v.message} -> {v.action}"
-                if v.action == "warn":  # one call site per severity: rclpy refuses to change it between calls
-                    self.get_logger().warning(text)
-                else:
-                    self.get_logger().error(text)
-                self.pub.publish(String(data=json.dumps({
-                    "robot": self.robot if self.b == 1 else f"{self.robot}_{i}", "drone": i, "kind": v.kind,
-                    "action": v.action, "value": v.value, "limit": v.limit, "message": v.message,
-                    "verdict": verdict.action})))
+            report_trips(self, self.pub, verdict, self.robot if self.b == 1 else f"{self.robot}_{i}", drone=i)
 
 
 def main(argv=None) -> int:
