@@ -100,3 +100,38 @@ def test_two_million_transitions_fit_in_under_half_a_gigabyte():
     per_seq = SequenceReplay(SequenceConfig(capacity_transitions=50)).nbytes()
     assert cfg.capacity_sequences == 40_000
     assert per_seq * cfg.capacity_sequences < 0.5e9
+
+
+def test_early_crashes_reach_the_replay_with_their_terminal_step():
+    # Episodes no longer than the warm-up used to be dropped (no step after the warm-up), so the
+    # critic never saw an early crash. Drone 0 crashes after 3 steps, drone 1 after 5 (= warm-up),
+    # drone 2 after 6; each such episode is one fragment from step 0 with every step valid.
+    cfg = SequenceConfig(length=10, stride=5, warmup=5, min_valid_after_warmup=1)
+    slicer = EpisodeSlicer(num_drones=3, max_episode_steps=23, cfg=cfg)
+    seqs = _fly(slicer, lengths=[3, 5, 6], crashed=[True, True, True], steps=6)
+    got = sorted((int(s[0, 1]), int(s[0, 2]), int(s[0, 0])) for s in seqs.state)
+    assert got == [(0, 0, 0), (0, 1, 0), (1, 0, 0), (2, 0, 0)]  # drone 0 crashed twice in 6 steps
+    for i in range(seqs.n):
+        n = {0: 3, 1: 5, 2: 6}[int(seqs.state[i, 0, 1])]
+        assert seqs.valid[i].tolist() == [True] * n + [False] * (10 - n)
+        assert seqs.terminated[i].tolist() == [False] * (n - 1) + [True] + [False] * (10 - n)
+        assert int(seqs.start_step[i]) == 0
+
+
+def test_every_flown_step_lands_in_some_sequence_whatever_the_episode_length():
+    cfg = SequenceConfig(length=10, stride=5, warmup=5)
+    lengths = list(range(1, 24))
+    slicer = EpisodeSlicer(num_drones=len(lengths), max_episode_steps=23, cfg=cfg)
+    seqs = _fly(slicer, lengths=lengths, crashed=[True] * len(lengths), steps=23)
+    for b, L in enumerate(lengths):
+        mine = seqs.state[:, 0, 1] == b
+        first = seqs.state[:, 0, 2] == 0  # the first episode of each drone
+        rows = (mine & first).nonzero().flatten()
+        covered = set()
+        for i in rows.tolist():
+            s0 = int(seqs.start_step[i])
+            covered |= {s0 + t for t in range(10) if seqs.valid[i, t]}
+        assert covered == set(range(L)), (L, sorted(covered))
+        # exactly one stored step per sequence is the crash
+        assert int(seqs.terminated[rows].sum()) == sum(1 for i in rows.tolist()
+                                                      if int(seqs.start_step[i]) + 10 > L - 1)

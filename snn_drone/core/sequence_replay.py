@@ -41,8 +41,12 @@ class SequenceConfig:
     warmup: int = 50
     """Leading steps of each sequence that only warm the SNN's hidden state (no actor loss)."""
     min_valid_after_warmup: int = 1
-    """A sequence cut short by the episode's end is kept only if it has at least this many steps
-    after the warm-up (0 keeps every fragment: the critic still learns from them)."""
+    """A later fragment (cut short by the episode's end, not starting at step 0) whose every step is
+    already in the sequence before it is kept only if it has at least this many steps after the
+    warm-up. Fragments are never dropped when that would lose a step: an episode's first sequence
+    is always kept (an episode of 50 steps or fewer, an early crash, is one fragment from step 0 with
+    its terminal transition), and so is any fragment holding a step no earlier sequence holds. The
+    critic trains on every valid step; only the actor loss needs the warm-up."""
     capacity_transitions: int = 2_000_000
     """Replay capacity in unique transitions (= stored sequences x stride)."""
 
@@ -208,7 +212,7 @@ class EpisodeSlicer:
         the reset state), ``action_history`` is the privileged history at s_t [B, 32, 4],
         ``terminated``/``truncated`` say whether the drone's episode ended with this step.
         """
-        cfg, T, S = self.cfg, self.cfg.length, self.cfg.stride
+        T, S = self.cfg.length, self.cfg.stride
         t = self._steps
         b = self._arange_b
         if (t >= self.max_steps).any():
@@ -236,12 +240,21 @@ class EpisodeSlicer:
                 # starts whose sequence was not complete before the end; complete ones were emitted above
                 first = max(0, (L - T) // S + 1) * S if L >= T else 0
                 for s in range(first, L, S):
-                    if L - s - cfg.warmup >= cfg.min_valid_after_warmup:
+                    if self._keep_fragment(s, L):
                         r = torch.tensor([row], device=self.device)
                         out.append(self._cut(r, torch.tensor([s], device=self.device),
                                              torch.tensor([L], device=self.device), terminated[row:row + 1]))
             self._steps = torch.where(done, torch.zeros_like(t), t)
         return Sequences.cat(out) if out else None
+
+    def _keep_fragment(self, start: int, end: int) -> bool:
+        """Keep the fragment [start, end) of an ended episode? Always when it starts the episode or
+        holds a step the sequence before it ([start - stride, start - stride + length)) lacks;
+        otherwise only if it has ``min_valid_after_warmup`` steps after the warm-up for the actor."""
+        cfg = self.cfg
+        if start == 0 or end > start - cfg.stride + cfg.length:
+            return True
+        return cfg.min_valid_after_warmup > 0 and end - start - cfg.warmup >= cfg.min_valid_after_warmup
 
     def _cut(self, rows: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
              ended_by_crash: torch.Tensor) -> Sequences:
