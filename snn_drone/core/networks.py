@@ -81,16 +81,48 @@ class MLPPolicy(nn.Module):
         return self.forward(obs), None
 
 
+CRITIC_MATMUL_DTYPES = ("float32", "bfloat16")
+
+
 @dataclass
 class CriticConfig:
     """Twin Q networks on the privileged observation and the action (asymmetric actor-critic)."""
 
-    hidden: tuple[int, ...] = (256, 256)
-    """Hidden layer widths of each Q network."""
+    hidden: tuple[int, ...] = (256, 128)
+    """Hidden layer widths of each Q network (PAPER.md Table 6: the paper's code builds both critics
+    with the actor's hidden sizes, 146 + 4 -> 256 -> 128 -> 1)."""
+    fused: bool = False
+    """Compute Q1 and Q2 in one pass of batched matmuls over weights stacked from ``q1``/``q2`` on each call."""
+    matmul_dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype of the hidden layers' matmuls; the last Linear (hidden -> 1) and the Q values stay float32."""
+
+    def __post_init__(self):
+        hidden = self.hidden
+        if (not isinstance(hidden, (tuple, list)) or not hidden
+                or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)):
+            raise ValueError(f"CriticConfig.hidden = {hidden!r}, expected a non-empty tuple of positive ints")
+        self.hidden = tuple(hidden)
+        if not isinstance(self.fused, bool):
+            raise ValueError(f"CriticConfig.fused = {self.fused!r}, expected True or False")
+        if self.matmul_dtype not in CRITIC_MATMUL_DTYPES:
+            raise ValueError(f"CriticConfig.matmul_dtype = {self.matmul_dtype!r}, expected one of {CRITIC_MATMUL_DTYPES}")
+
+
+def _linears(net: nn.Sequential) -> list[nn.Linear]:
+    return [m for m in net if isinstance(m, nn.Linear)]
 
 
 class TwinCritic(nn.Module):
-    """Q1, Q2 : (privileged observation [.., 146], action [.., 4]) -> [..]."""
+    """Q1, Q2 : (privileged observation [.., 146], action [.., 4]) -> [..].
+
+    The parameters are always the two ``nn.Sequential`` MLPs ``q1`` and ``q2`` (Linear, ReLU, ...,
+    Linear). ``cfg.fused`` only changes how ``forward`` computes them: one ``baddbmm`` per layer on
+    the two nets' weights stacked on the fly (autograd routes the gradients back to ``q1``/``q2``).
+    ``cfg.matmul_dtype = "bfloat16"`` casts the hidden layers' inputs and weights to bfloat16 (the
+    gradients reach the float32 parameters through the casts) and runs the last Linear in float32,
+    so Q (~100 in magnitude) keeps float32 resolution. bfloat16 only pays on CPUs with native bf16
+    matmuls (avx512_bf16 / AMX); without them it is several times slower than float32.
+    """
 
     def __init__(self, cfg: CriticConfig | None = None):
         super().__init__()
@@ -101,7 +133,38 @@ class TwinCritic(nn.Module):
 
     def forward(self, priv_obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([priv_obs, action], dim=-1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+        if self.cfg.fused:
+            return self._fused(x)
+        return self._single(self.q1, x), self._single(self.q2, x)
 
     def q1_only(self, priv_obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.q1(torch.cat([priv_obs, action], dim=-1)).squeeze(-1)
+        return self._single(self.q1, torch.cat([priv_obs, action], dim=-1))
+
+    def _single(self, net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.matmul_dtype == "float32":
+            return net(x).squeeze(-1)
+        layers = _linears(net)
+        h = x.to(torch.bfloat16)
+        for layer in layers[:-1]:
+            h = torch.relu(nn.functional.linear(h, layer.weight.to(torch.bfloat16), layer.bias.to(torch.bfloat16)))
+        return nn.functional.linear(h.float(), layers[-1].weight, layers[-1].bias).squeeze(-1)
+
+    def _fused(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lead = x.shape[:-1]
+        half = self.cfg.matmul_dtype == "bfloat16"
+        h = x.reshape(1, -1, x.shape[-1])
+        h = (h.to(torch.bfloat16) if half else h).expand(2, -1, -1)          # [2, N, D], no copy
+        pairs = list(zip(_linears(self.q1), _linears(self.q2)))
+        for i, (a, b) in enumerate(pairs):
+            last = i == len(pairs) - 1
+            w = torch.stack([a.weight, b.weight]).transpose(1, 2)              # [2, in, out]
+            bias = torch.stack([a.bias, b.bias]).unsqueeze(1)                  # [2, 1, out]
+            if half and not last:
+                w, bias = w.to(torch.bfloat16), bias.to(torch.bfloat16)
+            elif half:
+                h = h.float()
+            h = torch.baddbmm(bias, h, w)
+            if not last:
+                h = torch.relu(h)
+        q = h.reshape(2, *lead)
+        return q[0], q[1]
