@@ -22,7 +22,7 @@ TINY = {
     "num_drones": 4, "epochs": 6, "steps_per_epoch": 30, "updates_per_epoch": 2, "batch_sequences": 4,
     "min_replay_sequences": 2, "eval_every": 2, "eval_episodes": 4, "threads": 1, "snn.hidden": [16, 8],
     "sequences.length": 20, "sequences.stride": 10, "sequences.warmup": 5,
-    "sequences.capacity_transitions": 10000, "learner.warmup": 5,
+    "sequences.capacity_transitions": 10000, "learner.warmup": 5, "horizon.warmup": 5,
 }
 """A run of seconds: small spiking actor, 20-step sequences."""
 

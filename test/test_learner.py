@@ -32,7 +32,7 @@ def _batch(reward=None, terminated=None, valid=None, guide=None) -> Batch:
         guide_action=torch.zeros(T, N, 4) if guide is None else guide,
         reward=torch.ones(T, N) if reward is None else reward,
         terminated=torch.zeros(T, N) if terminated is None else terminated,
-        valid=valid, actor_mask=valid & (steps >= W))
+        valid=valid, actor_mask=valid & (steps >= W), burn_in_mask=valid & (steps >= W))
 
 
 def _learner(q1=3.0, q2=5.0, **cfg) -> TD3BCLearner:
@@ -164,3 +164,78 @@ def test_jump_start_action_hands_over_at_guide_steps():
     assert a[:, 0].tolist() == [0.5, 0.5, -0.5, -0.5]
     noisy = jump_start_action(step, 50, guide, actor, noise_std=10.0, generator=torch.Generator().manual_seed(1))
     assert torch.equal(noisy[:2], guide[:2]) and noisy[2:].abs().max() <= 1.0 and not torch.equal(noisy[2:], actor[2:])
+
+
+def _sequences(start_steps, T_=T):
+    """Stored sequences whose derived batch only matters for its masks (states at rest)."""
+    from snn_drone.core.sequence_replay import Sequences
+    n = len(start_steps)
+    state = torch.zeros(n, T_ + 1, layout.STATE_DIM)
+    state[..., 3] = 1.0  # identity quaternion
+    valid = torch.ones(n, T_, dtype=torch.bool)
+    valid[1, -1] = False  # the mid-episode sequence ends one step early
+    return Sequences(state=state, action=torch.zeros(n, T_, 4), guide_action=torch.zeros(n, T_, 4),
+                     history0=torch.zeros(n, layout.ACTION_HISTORY, 4), target=torch.zeros(n, 3),
+                     terminated=torch.zeros(n, T_, dtype=torch.bool), valid=valid,
+                     start_step=torch.tensor(start_steps))
+
+
+def test_actor_masks_follow_what_the_actor_flies_and_the_burn_in_mask_keeps_episode_starts():
+    from snn_drone.core import task
+    from snn_drone.core.learner import derive_batch
+    cfg = task.load_task_config()
+    seqs = _sequences([0, 50])  # one sequence from the episode's first step, one from step 50
+    masks = {mode: derive_batch(seqs, cfg, task.eval_coefficients(cfg), "observation", W, mode)
+             for mode in ("all", "mid_episode", "none")}
+    col = lambda m, i: m[:, i].int().tolist()  # noqa: E731  (time steps of sequence i)
+    # the paper's SNN (the guide flies the deployed warm-up): no actor loss on steps 0, 1 anywhere
+    assert col(masks["all"].actor_mask, 0) == [0, 0, 1, 1, 1, 1]
+    assert col(masks["all"].actor_mask, 1) == [0, 0, 1, 1, 1, 0]
+    # an SNN that flies from step 0: the episode's own first steps count (true zero hidden state)
+    assert col(masks["mid_episode"].actor_mask, 0) == [1, 1, 1, 1, 1, 1]
+    assert col(masks["mid_episode"].actor_mask, 1) == [0, 0, 1, 1, 1, 0]
+    # an actor without hidden state: every valid step
+    assert col(masks["none"].actor_mask, 0) == [1] * 6 and col(masks["none"].actor_mask, 1) == [1] * 5 + [0]
+    assert col(masks["all"].burn_in_mask, 0) == [1] * 6 and col(masks["all"].burn_in_mask, 1) == [0, 0, 1, 1, 1, 0]
+    with pytest.raises(ValueError, match="actor_warmup"):
+        derive_batch(seqs, cfg, task.eval_coefficients(cfg), "observation", W, "some")
+
+
+def test_burn_in_critic_skips_warmup_steps_of_mid_episode_sequences_only():
+    valid = torch.ones(T, N, dtype=torch.bool)
+    steps = torch.arange(T)[:, None]
+    starts_episode = torch.tensor([True, False, True])[None, :]
+    burn_in = valid & ((steps >= W) | starts_episode)
+    reward = torch.zeros(T, N)
+    reward[:W, 1] = 10.0  # only on the warm-up of the sequence that starts mid-episode
+    b = _batch(reward=reward)._replace(burn_in_mask=burn_in)
+    all_steps = _learner(q1=0.0, q2=0.0, gamma=0.0, critic_lr=0.0, actor_lr=0.0).update(b)
+    assert all_steps["critic_loss"] == pytest.approx(2 * 100.0 * W / (T * N))  # (0-10)^2 twice on 2 of 18 steps
+    burn = _learner(q1=0.0, q2=0.0, gamma=0.0, critic_lr=0.0, actor_lr=0.0, critic_steps="burn_in").update(b)
+    assert burn["critic_loss"] == 0.0
+    with pytest.raises(ValueError, match="critic_steps"):
+        LearnerConfig(critic_steps="warm")
+
+
+def test_pure_bc_steps_the_actor_on_every_update_and_leaves_the_targets_alone():
+    learner = _learner(use_q=False, policy_delay=2)
+    targets = [p.clone() for p in (*learner.actor_target.parameters(), *learner.critic_target.parameters())]
+    steps = [("actor_loss" in learner.update(_batch(guide=torch.full((T, N, 4), 0.5)))) for _ in range(4)]
+    assert steps == [True, True, True, True]
+    assert all(torch.equal(a, b) for a, b in
+               zip(targets, (*learner.actor_target.parameters(), *learner.critic_target.parameters())))
+    td3 = _learner(policy_delay=2)
+    assert [("actor_loss" in td3.update(_batch())) for _ in range(4)] == [False, True, False, True]
+
+
+def test_lambda_bc_decays_per_stage_when_asked_and_not_per_epoch():
+    learner = _learner(lambda_bc=0.2, lambda_bc_decay=0.99, lambda_bc_decay_per="stage")
+    for _ in range(5):
+        learner.end_epoch()
+    assert learner.lambda_bc == 0.2
+    learner.end_stage()
+    learner.end_stage()
+    assert learner.lambda_bc == pytest.approx(0.2 * 0.99 ** 2, abs=1e-15)
+    per_epoch = _learner(lambda_bc=0.2, lambda_bc_decay=0.5)
+    per_epoch.end_stage()
+    assert per_epoch.lambda_bc == 0.2

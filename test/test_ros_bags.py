@@ -76,7 +76,7 @@ def test_recorded_bag_played_back_or_trained_from_yields_exactly_the_recorded_tr
                                                   ("threads", 1), ("snn.hidden", "[16, 8]"), ("min_replay_sequences", 2),
                                                   ("updates_per_epoch", 2), ("sequences.length", 20),
                                                   ("sequences.stride", 10), ("sequences.warmup", 5),
-                                                  ("learner.warmup", 5), ("guide", tmp_path / "guide.pt"))])
+                                                  ("learner.warmup", 5), ("horizon.warmup", 5), ("guide", tmp_path / "guide.pt"))])
         assert procs.procs["train"].wait(timeout=120) == 0, procs.log("train")
         assert f"offline from bags: {sent.n} sequences ({data.messages} rollout messages" in procs.log("train")
         ckpt = torch.load(out / "checkpoint.pt", weights_only=False)

@@ -94,7 +94,7 @@ def test_train_sim_with_the_trained_guide_raises_the_evaluation_return(tmp_path)
     ov = overrides(epochs=25, steps_per_epoch=50, updates_per_epoch=15, batch_sequences=16, min_replay_sequences=8,
                    eval_every=5, eval_episodes=32, **{
                        "snn.hidden": [64, 32], "sequences.length": 40, "sequences.stride": 20, "sequences.warmup": 10,
-                       "learner.warmup": 10, "sequences.capacity_transitions": 200000, "learner.lambda_bc": 1.0,
+                       "learner.warmup": 10, "horizon.warmup": 10, "sequences.capacity_transitions": 200000, "learner.lambda_bc": 1.0,
                        "learner.alpha": 0.5})
     procs.cli("launch", "launch", "train_sim", "workers:=2", "drones_per_worker:=8", f"out:={tmp_path / 'run'}",
               f"overrides:={ov}")

@@ -159,7 +159,8 @@ def test_bag_has_standard_rosbag2_metadata_and_trains_the_offline_trainer_with_e
     assert data.messages == 16 and data.env_steps == 2 * 100 * seqs.n
     cfg = load_train_config(None, {"algo": "td3", "num_drones": 4, "eval_episodes": 2, "threads": 1,
                                    "snn.hidden": [16, 8], "sequences.length": 20, "sequences.stride": 10,
-                                   "sequences.warmup": 5, "sequences.capacity_transitions": 10000, "learner.warmup": 5})
+                                   "sequences.warmup": 5, "sequences.capacity_transitions": 10000, "learner.warmup": 5,
+                                   "horizon.warmup": 5})
     tr = Trainer(cfg, tmp_path / "run", progress=False, log=lambda *_: None, collect=False)
     tr.ingest(data.sequences, data.env_steps)
     stored = tr.replay.all()

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,7 +21,7 @@ TINY = {
     "batch_sequences": 4, "min_replay_sequences": 2, "eval_every": 2, "eval_episodes": 4,
     "threads": 1,
     "snn.hidden": [16, 8], "sequences.length": 20, "sequences.stride": 10, "sequences.warmup": 5,
-    "sequences.capacity_transitions": 10000, "learner.warmup": 5,
+    "sequences.capacity_transitions": 10000, "learner.warmup": 5, "horizon.warmup": 5,
 }
 
 
@@ -169,3 +170,111 @@ def test_summarize_by_variant_groups_seeds_with_exact_numbers(tmp_path, capsys):
     assert lines[2] == ("| adaptive | 0, 1 | 120 / 130 (125 +- 7) | 150 / 130 (140 +- 14) | 10 / 5 | not reached "
                         "| 15 / 15 | 2 / 2 |")
     assert lines[3] == "| td3 | 0 | -30 | -10 | not reached | not reached | 15 | 2 |"
+
+
+def test_training_evaluations_fly_fresh_starts_and_the_validation_set_picks_actor_best(tmp_path):
+    from snn_drone.core import seeds
+    tr = Trainer(_cfg(epochs=6, eval_every=1, validation_episodes=6), tmp_path, progress=False, log=lambda *_: None)
+    starts = []
+    for i in range(2):
+        tr.eval_env.reset(seed=seeds.training_eval_seed(0, i))
+        starts.append(tr.eval_env.state.clone())
+    assert not torch.equal(starts[0], starts[1])  # every training evaluation draws new initial states
+    tr.run()
+    assert tr.evaluations == 6
+    evals = [r for r in tr.history if "eval_return" in r]
+    assert all("validation_return" in r for r in evals)
+    best_so_far, flagged = -float("inf"), []
+    for r in evals:
+        if r["validation_return"] > best_so_far:
+            best_so_far = r["validation_return"]
+            flagged.append(r["epoch"])
+    assert [r["epoch"] for r in evals if r.get("best")] == flagged
+    assert tr.best_return == max(r["validation_return"] for r in evals)
+    # the validation set is the same every time: the saved best actor scores its recorded return again
+    best = load_policy(tmp_path / "actor_best.pt")
+    tr.actor.load_state_dict(best.state_dict())
+    assert tr.validate().summary()["return_mean"] == pytest.approx(tr.best_return, abs=1e-3)
+
+
+def test_resume_restores_every_generator(tmp_path):
+    import random
+
+    import numpy as np
+    tr = Trainer(_cfg(epochs=2), tmp_path, progress=False, log=lambda *_: None)
+    tr.run()
+    expected = (np.random.rand(3).tolist(), random.random(), torch.rand(2).tolist())
+    again = Trainer(_cfg(epochs=3), tmp_path, resume=True, progress=False, log=lambda *_: None)
+    assert (np.random.rand(3).tolist(), random.random(), torch.rand(2).tolist()) == expected
+    assert again.evaluations == tr.evaluations == 1
+
+
+def test_the_three_warmup_keys_must_agree():
+    with pytest.raises(ValueError, match=r"learner\.warmup = 5, sequences\.warmup = 5, horizon\.warmup = 50"):
+        load_train_config(None, {**TINY, "horizon.warmup": 50})
+    assert load_train_config(None, TINY).horizon.warmup == 5
+
+
+def test_the_actor_loss_covers_what_each_actor_flies_at_deployment(tmp_path):
+    # the paper's SNN: the guide flies the deployed warm-up; TD3 has no guide, the SNN flies from
+    # step 0; an ANN has no hidden state to warm up
+    cases = {("td3bc_jsrl", "snn"): ("all", 5), ("td3", "snn"): ("mid_episode", 0),
+             ("td3bc_jsrl", "ann"): ("none", 0), ("td3", "ann_history"): ("none", 0)}
+    for (algo, actor), (mask, guide_steps) in cases.items():
+        tr = Trainer(_cfg(algo=algo, actor=actor, guide="controller", epochs=1), tmp_path / f"{algo}-{actor}",
+                     progress=False, log=lambda *_: None)
+        assert (tr.actor_warmup, tr.eval_guide_steps()) == (mask, guide_steps), (algo, actor)
+
+
+def test_lambda_bc_decays_once_per_hand_over_stage_in_training(tmp_path):
+    tr = Trainer(_cfg(algo="td3bc_jsrl", guide="controller", epochs=6, **{
+        "horizon.epochs_per_stage": 2, "learner.lambda_bc_decay_per": "stage", "learner.lambda_bc_decay": 0.5}),
+        tmp_path, progress=False, log=lambda *_: None)
+    tr.run()
+    assert [r["lambda_bc"] for r in tr.history] == [0.2, 0.2, 0.1, 0.1, 0.05, 0.05]
+    assert tr.learner.lambda_bc == 0.025  # the third stage ended with epoch 6
+
+
+def test_evaluation_splits_the_guides_warmup_from_the_actors_steps():
+    from snn_drone.core import task
+    from snn_drone.core.batched_env import BatchedHoverEnv
+    from snn_drone.core.rollout import evaluate
+    from snn_drone.core.training import load_guide
+    ctrl = load_guide("controller", "cf21_paper")
+    cfg = task.load_task_config(None, {"init_rotor_action_min": 0.0, "init_rotor_action_max": 0.0})
+    env = BatchedHoverEnv(64, cfg, "cf21_paper", autoreset=False)
+    res = evaluate(ctrl, ctrl, env, 50, seed=7)
+    # the same flight step by step: rewards before and after the hand-over
+    env2 = BatchedHoverEnv(64, cfg, "cf21_paper", autoreset=False)
+    obs = env2.reset(seed=7)
+    alive = torch.ones(64, dtype=torch.bool)
+    before, after = torch.zeros(64), torch.zeros(64)
+    env2.set_progress(1.0)
+    for t in range(cfg.episode_steps):
+        a = ctrl(task.privileged_observation(obs, env2.action_history))
+        obs, r, term, trunc, _ = env2.step(a)
+        (before if t < 50 else after).add_(torch.where(alive, r, 0.0))
+        alive &= ~(term | trunc)
+    assert np.allclose(res.returns, (before + after).numpy(), atol=1e-3)
+    assert np.allclose(res.actor_returns, after.numpy(), atol=1e-3)
+    s = res.summary()
+    reached = res.lengths > 50
+    assert s["actor_crash_rate"] == pytest.approx(res.crashed[reached].mean())
+    assert s["warmup_crash_rate"] + s["actor_crash_rate"] * reached.mean() == pytest.approx(s["crash_rate"])
+    assert s["return_ci95"] == pytest.approx(1.96 * res.returns.std(ddof=1) / 8.0)
+
+
+def test_summarize_scores_each_runs_chosen_actors_on_fresh_test_episodes(tmp_path, capsys):
+    from snn_drone.cli import main
+    from snn_drone.commands.eval import score_checkpoint
+    run = tmp_path / "td3-s0"
+    Trainer(_cfg(epochs=2), run, progress=False, log=lambda *_: None).run()
+    assert main(["summarize", "--test", "16", "--test-seed", "900000123", str(run)]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1].split(" | ")
+    want = {}
+    for which in ("best", "last"):
+        res, _, used = score_checkpoint(str(run / f"actor_{which}.pt"), 16, 900000123)
+        assert used["warmup"] == 0 and used["seed"] == 900000123  # TD3: no guide, the SNN flies from step 0
+        want[which] = res.summary()
+    assert row[-3] == f"{want['best']['return_mean']:.1f} +- {want['best']['return_ci95']:.1f}"
+    assert row[-1].rstrip(" |") == f"{want['last']['return_mean']:.1f} +- {want['last']['return_ci95']:.1f}"

@@ -11,42 +11,77 @@ def register(sub) -> None:
                                    "with the end-of-curriculum reward and draw the trajectories in 3-D.")
     p.add_argument("checkpoint", help="actor file (actor_best.pt / actor_last.pt of a run, a shipped actor), "
                                       "or 'controller' for the geometric controller")
-    p.add_argument("--episodes", type=int, default=20, help="episodes (default: %(default)s)")
-    p.add_argument("--guide", default="checkpoints/guide.pt", help="guide for the warm-up (default: %(default)s)")
+    p.add_argument("--episodes", type=int, default=500,
+                   help="episodes, one per drone, all flown at once (default: %(default)s, the least for a headline figure)")
+    p.add_argument("--guide", default=None,
+                   help="guide for the warm-up: a policy file or 'controller' (default: the guide of the run's "
+                        "config.yaml next to the checkpoint, else that of config/train.yaml)")
     p.add_argument("--warmup", type=int, default=None,
-                   help="guide steps before hand-over (default: 50 for a spiking actor, 0 for an ANN)")
+                   help="guide steps before hand-over (default: the run's warm-up, 50, for a spiking actor; 0 for an ANN)")
     p.add_argument("--preset", default="cf21_paper", help="quadrotor preset (default: %(default)s)")
     p.add_argument("--task", metavar="FILE",
                    help="task YAML (default: the task_config of the run's config.yaml next to the checkpoint, "
                         "else that of config/train.yaml, where the shipped checkpoints were trained)")
-    p.add_argument("--seed", type=int, default=12345, help="seed of the initial states (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the initial states (default: %d, the first test seed; training, its evaluations "
+                        "and its validation use other seeds: snn_drone/core/seeds.py)" % 900_000_000)
     p.add_argument("--plot", metavar="PNG", help="3-D trajectory picture (default: next to the checkpoint)")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from snn_drone.core import task
+def score_checkpoint(checkpoint: str, episodes: int = 500, seed: int | None = None, guide: str | None = None,
+                     task_file: str | None = None, warmup: int | None = None, preset: str = "cf21_paper",
+                     warn=print):
+    """Fly ``checkpoint`` (a policy file or 'controller') as deployed on ``episodes`` fresh episodes.
+
+    Defaults come from the run the checkpoint belongs to (its config.yaml, else config/train.yaml):
+    the guide that flies the warm-up, the task, and the warm-up itself (a spiking actor only; an
+    ANN flies from the first step). Returns (EvalResult, env, a dict of what was used)."""
+    from snn_drone.core import seeds, task
     from snn_drone.core.batched_env import BatchedHoverEnv
-    from snn_drone.core.jsrl import HorizonConfig
-    from snn_drone.core.plots import plot_trajectories_3d
     from snn_drone.core.rollout import evaluate
     from snn_drone.core.spiking_actor import SpikingActor
-    from snn_drone.core.training import load_guide
+    from snn_drone.core.training import deployed_warmup, load_guide
+
+    actor = load_guide(checkpoint, preset)  # a policy file, or 'controller'
+    actor.requires_grad_(False)
+    run_cfg = _run_config(Path(checkpoint))
+    if warmup is None:
+        warmup = deployed_warmup(run_cfg.get("algo", "td3bc_jsrl"), "snn" if isinstance(actor, SpikingActor) else "ann",
+                                 int((run_cfg.get("horizon") or {}).get("warmup", 50)))
+    guide_spec = guide or run_cfg.get("guide") or "checkpoints/guide.pt"
+    guide_net = load_guide(guide_spec, preset) if warmup > 0 else None
+    task_file = task_file or _task_file(run_cfg)
+    seed = seeds.TEST_SEED if seed is None else seed
+    if seeds.is_training_seed(seed):
+        warn(f"warning: seed {seed} belongs to the seeds training runs fly (snn_drone/core/seeds.py); "
+             f"a return scored on it is not a fresh-episode result")
+    env = BatchedHoverEnv(episodes, task.load_task_config(task_file), preset, autoreset=False)
+    res = evaluate(actor, guide_net, env, warmup, seed=seed)
+    used = {"task": task_file or str(task.task_config_path()), "guide": guide_spec if warmup else "-",
+            "warmup": warmup, "seed": seed, "episodes": episodes}
+    return res, env, used
+
+
+def run(args) -> int:
+    from snn_drone.core.plots import plot_trajectories_3d
 
     ckpt = Path(args.checkpoint)
-    actor = load_guide(args.checkpoint, args.preset)  # a policy file, or 'controller'
-    actor.requires_grad_(False)
-    warmup = args.warmup if args.warmup is not None else (HorizonConfig().warmup if isinstance(actor, SpikingActor) else 0)
-    guide = load_guide(args.guide, args.preset) if warmup > 0 else None
-    task_file = args.task or _run_task(ckpt)
-    env = BatchedHoverEnv(args.episodes, task.load_task_config(task_file), args.preset, autoreset=False)
-    res = evaluate(actor, guide, env, warmup, seed=args.seed)
-    s = res.summary()
-    print(f"task:              {task_file or task.task_config_path()}")
-    print(f"episodes:          {args.episodes} (guide flies the first {warmup} steps)")
-    print(f"return:            {s['return_mean']:.1f} +- {s['return_std']:.1f}   (end-of-curriculum reward, max 500)")
+    res, env, used = score_checkpoint(args.checkpoint, args.episodes, args.seed, args.guide, args.task,
+                                      args.warmup, args.preset)
+    s, warmup = res.summary(), used["warmup"]
+    print(f"task:              {used['task']}")
+    print(f"episodes:          {args.episodes}, seed {used['seed']} (the guide {used['guide']} flies the "
+          f"first {warmup} steps)")
+    print(f"return:            {s['return_mean']:.1f} +- {s['return_ci95']:.1f} (95% CI; std {s['return_std']:.1f}; "
+          f"end-of-curriculum reward, max 500)")
+    print(f"crash rate:        {s['crash_rate']:.3f} ({int(res.crashed.sum())} of {args.episodes}; "
+          f"{s['warmup_crash_rate']:.3f} during the guide's warm-up)")
+    if warmup > 0:
+        n_actor = int(res.handed_over.sum())
+        print(f"actor's steps:     return {s['actor_return_mean']:.1f} +- {s['actor_return_ci95']:.1f} (95% CI, the "
+              f"{n_actor} episodes that reached the hand-over, steps {warmup}..), crash rate {s['actor_crash_rate']:.3f}")
     print(f"episode length:    {s['length_mean']:.1f} steps")
-    print(f"crash rate:        {s['crash_rate']:.2f}")
     print(f"position error:    {s['position_error_m']:.4f} m (mean over flown steps)")
     png = Path(args.plot) if args.plot else ckpt.with_name(ckpt.stem + "_eval3d.png")
     plot_trajectories_3d(res.trajectories, env.target.cpu().numpy(), png,
@@ -55,15 +90,21 @@ def run(args) -> int:
     return 0
 
 
-def _run_task(ckpt: Path) -> str | None:
-    """The task file an actor was trained on, so it is scored where it learned: the task_config of
-    the run's config.yaml next to the checkpoint, else that of the default training config (a
-    shipped file in checkpoints/, 'controller'). None: config/task.yaml."""
+def _run_config(ckpt: Path) -> dict:
+    """The training config an actor came from, so it is scored where and as it learned: the run's
+    config.yaml next to the checkpoint, else the default training config (a shipped file in
+    checkpoints/, 'controller')."""
     import yaml
 
-    from snn_drone.core.training import default_config_path, resolve_path
+    from snn_drone.core.training import default_config_path
     cfg = ckpt.parent / "config.yaml"
     if not cfg.is_file():
         cfg = default_config_path()
-    task_file = (yaml.safe_load(cfg.read_text()) or {}).get("task_config") or None
+    return yaml.safe_load(cfg.read_text()) or {}
+
+
+def _task_file(run_cfg: dict) -> str | None:
+    """The run's task file (None: config/task.yaml)."""
+    from snn_drone.core.training import resolve_path
+    task_file = run_cfg.get("task_config") or None
     return str(resolve_path(task_file)) if task_file else None

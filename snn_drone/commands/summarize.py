@@ -22,6 +22,12 @@ def register(sub) -> None:
                         "+- std over seeds of the final and best returns and the epoch of each threshold per seed")
     p.add_argument("--plot", metavar="PNG", help="also draw the evaluation return of every run against epoch, "
                                                  "one panel per variant (runs grouped as for --by-variant)")
+    p.add_argument("--test", type=int, default=0, metavar="EPISODES",
+                   help="also fly each run's actor_best.pt (chosen on its validation set) and actor_last.pt on this "
+                        "many fresh test episodes (snn-drone eval's protocol) and add their returns (mean +- 95%% CI) "
+                        "and crash rates; with --by-variant, the mean +- std over seeds")
+    p.add_argument("--test-seed", type=int, default=None,
+                   help="seed of the test episodes (default: the first test seed, as snn-drone eval)")
     p.set_defaults(func=run)
 
 
@@ -38,6 +44,22 @@ def summarize_run(path: Path, thresholds: list[float]) -> dict:
     for th in thresholds:
         hit = next((r for r in evals if r["eval_return"] >= th), None)
         out[f"to_{th:g}"] = (hit["epoch"], hit["updates"], hit["wall_s"]) if hit else None
+    chosen = [r for r in evals if r.get("best")]
+    out["best_epoch_validation"] = chosen[-1]["epoch"] if chosen else None
+    return out
+
+
+def test_run(path: Path, episodes: int, seed: int | None) -> dict:
+    """Fresh-episode scores of a run's actor_best.pt and actor_last.pt (keys best_*, last_*)."""
+    from .eval import score_checkpoint
+    out = {}
+    for which in ("best", "last"):
+        res, _, used = score_checkpoint(str(path / f"actor_{which}.pt"), episodes, seed, warn=lambda *_: None)
+        s = res.summary()
+        out.update({f"{which}_test": s["return_mean"], f"{which}_test_ci95": s["return_ci95"],
+                    f"{which}_test_crash": s["crash_rate"], f"{which}_test_actor_crash": s["actor_crash_rate"],
+                    f"{which}_test_actor": s["actor_return_mean"]})
+        out["test_seed"] = used["seed"]
     return out
 
 
@@ -57,14 +79,20 @@ def _mean_std(xs) -> str:
     return f"{np.mean(xs):.0f} +- {np.std(xs, ddof=1):.0f}" if len(xs) > 1 else f"{xs[0]:.0f}"
 
 
-def by_variant(runs: list[Path], thresholds: list[float]) -> list[str]:
+def by_variant(runs: list[Path], thresholds: list[float], test: int = 0, test_seed: int | None = None) -> list[str]:
     """Markdown rows, one per variant (run folder name without its -s<seed> suffix), in first-seen order."""
     groups: dict[str, list[tuple[str, dict]]] = {}
     for r in runs:
         name, seed = variant_of(r)
-        groups.setdefault(name, []).append((seed, summarize_run(r, thresholds)))
+        row = summarize_run(r, thresholds)
+        if test:
+            row.update(test_run(r, test, test_seed))
+        groups.setdefault(name, []).append((seed, row))
     head = ["variant", "seeds", "final return per seed (mean +- std)", "best return per seed (mean +- std)"] + \
         [f"first >= {t:g} (epoch per seed)" for t in thresholds] + ["epochs", "min per run"]
+    if test:
+        head += [f"test return of actor_best, {test} fresh episodes per seed (mean +- std)",
+                 "its crash rate per seed (actor's steps)", "test return of actor_last (mean +- std)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, items in groups.items():
         seeds = [sd for sd, _ in items]
@@ -77,8 +105,19 @@ def by_variant(runs: list[Path], thresholds: list[float]) -> list[str]:
             cells.append(" / ".join(str(h[0]) if h else "-" for h in hits) if any(hits) else "not reached")
         cells += [" / ".join(str(s["epochs"]) for _, s in items),
                   " / ".join(f"{s['wall_s'] / 60:.0f}" for _, s in items)]
+        if test:
+            for which in ("best", "last"):
+                xs = [s[f"{which}_test"] for _, s in items]
+                cells.append(" / ".join(f"{x:.1f}" for x in xs) + (f" ({_mean_std1(xs)})" if len(xs) > 1 else ""))
+                if which == "best":
+                    cells.append(" / ".join(f"{s['best_test_crash']:.3f} ({s['best_test_actor_crash']:.3f})"
+                                            for _, s in items))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _mean_std1(xs) -> str:
+    return f"{np.mean(xs):.1f} +- {np.std(xs, ddof=1):.1f}"
 
 
 def run(args) -> int:
@@ -90,9 +129,12 @@ def run(args) -> int:
             groups.setdefault(variant_of(Path(r))[0], []).append(eval_curve(Path(r)))
         print(f"plot: {plot_variant_curves(groups, args.plot)}")
     if args.by_variant:
-        print("\n".join(by_variant([Path(r) for r in args.runs], thresholds)))
+        print("\n".join(by_variant([Path(r) for r in args.runs], thresholds, args.test, args.test_seed)))
         return 0
     head = ["run", "final return", "best (epoch)", "final crash rate"] + [f"first >= {t:g}: epoch / updates / min" for t in thresholds] + ["epochs", "updates", "min"]
+    if args.test:
+        head += ["actor_best (validation epoch)", f"its test return ({args.test} episodes, 95% CI)",
+                 "crash rate (actor's steps)", "actor_last test return"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in args.runs:
@@ -103,5 +145,10 @@ def run(args) -> int:
             hit = s[f"to_{t:g}"]
             cells.append(f"{hit[0]} / {hit[1]} / {hit[2] / 60:.1f}" if hit else "not reached")
         cells += [str(s["epochs"]), str(s["updates"]), f"{s['wall_s'] / 60:.1f}"]
+        if args.test:
+            t = test_run(Path(r), args.test, args.test_seed)
+            cells += [str(s["best_epoch_validation"] or "-"), f"{t['best_test']:.1f} +- {t['best_test_ci95']:.1f}",
+                      f"{t['best_test_crash']:.3f} ({t['best_test_actor_crash']:.3f})",
+                      f"{t['last_test']:.1f} +- {t['last_test_ci95']:.1f}"]
         print("| " + " | ".join(cells) + " |")
     return 0

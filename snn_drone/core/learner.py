@@ -4,10 +4,15 @@ Read :meth:`TD3BCLearner.update` next to Algorithm 1:
 
 - critic (twin ANN on privileged input) on every valid step:
   y = r + gamma (1 - d) min_j Q'_j(s', pi'(s') + clip(N(0, sigma), -c, c)),
+  (``critic_steps: burn_in``: not on the warm-up steps of sequences that start mid-episode, where
+  pi' runs from a zero hidden state the flying SNN never had, as R2D2's burn-in),
 - actor (the SNN, run over the whole sequence from a zero hidden state) every ``policy_delay``
-  updates, on steps t >= warm-up only:
+  updates, on steps t >= warm-up only (``derive_batch`` builds the mask; an actor without hidden
+  state, or one that flies from the episode's first step, also learns on the steps it flies there):
   L = -lambda Q1(s, pi(s)) + lambda_BC |pi(s) - a_guide|^2,  lambda = alpha / mean|Q1(s, pi(s))|,
-- soft target updates with tau after each actor update; lambda_BC decays once per epoch.
+- soft target updates with tau after each actor update; lambda_BC decays once per epoch or once
+  per hand-over stage (the trainer calls ``end_epoch`` / ``end_stage``).
+- pure BC (``use_q`` False) has no critic and no targets to read: the actor steps on every update.
 
 Unlike the public code, Q is evaluated on the actor's own actions pi(s) (so its gradient reaches the
 actor) and the critic target uses the target actor's actions pi'(s'), not stored ones.
@@ -19,7 +24,6 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from . import task
 from .networks import TwinCritic
@@ -53,15 +57,26 @@ class LearnerConfig:
     lambda_bc: float = 0.2
     """Initial weight of the BC term."""
     lambda_bc_decay: float = 0.99
-    """lambda_BC <- max(lambda_bc_min, decay * lambda_BC) after every epoch."""
+    """lambda_BC <- max(lambda_bc_min, decay * lambda_BC) after every epoch or stage (``lambda_bc_decay_per``)."""
+    lambda_bc_decay_per: Literal["epoch", "stage"] = "epoch"
+    """When lambda_BC decays: after every epoch (the paper's text) or after every hand-over stage
+    (the paper's code: 0.2 -> 0.164 over its 20 stages)."""
     lambda_bc_min: float = 0.0
     """Floor of the decaying lambda_BC (the paper: none, 0.0)."""
     bc_reduction: Literal["sum", "mean"] = "sum"
     """|pi(s) - a_guide|^2 summed over the 4 motors (the paper's squared norm) or averaged (TD3+BC's mse)."""
-    critic_on_warmup: bool = True
-    """Train the critic on warm-up steps too (the paper: all steps)."""
+    critic_steps: Literal["all", "burn_in"] = "all"
+    """Steps the critic trains on: every valid step (the paper), or burn_in: not the warm-up steps of
+    sequences that start mid-episode (their critic target comes from the target SNN started from a
+    zero hidden state, actions the flying SNN never took)."""
     warmup: int = 50
     """Leading steps of each sequence without actor loss (the SNN's hidden state warms up)."""
+
+    def __post_init__(self):
+        if self.lambda_bc_decay_per not in ("epoch", "stage"):
+            raise ValueError(f"learner.lambda_bc_decay_per = {self.lambda_bc_decay_per!r}; expected 'epoch' or 'stage'")
+        if self.critic_steps not in ("all", "burn_in"):
+            raise ValueError(f"learner.critic_steps = {self.critic_steps!r}; expected 'all' or 'burn_in'")
 
 
 class Batch(NamedTuple):
@@ -74,15 +89,25 @@ class Batch(NamedTuple):
     reward: torch.Tensor      # [T, N]
     terminated: torch.Tensor  # [T, N] float
     valid: torch.Tensor       # [T, N] bool
-    actor_mask: torch.Tensor  # [T, N] bool: valid and t >= warm-up
+    actor_mask: torch.Tensor  # [T, N] bool: the steps the actor loss reads
+    burn_in_mask: torch.Tensor  # [T, N] bool: valid and (t >= warm-up or the sequence starts the episode)
 
 
-def derive_batch(seqs: Sequences, task_cfg, coeffs, actor_inputs: str, warmup: int) -> Batch:
+def derive_batch(seqs: Sequences, task_cfg, coeffs, actor_inputs: str, warmup: int,
+                 actor_warmup: Literal["all", "mid_episode", "none"] = "all") -> Batch:
     """Observations, privileged observations and rewards of stored sequences, time-major.
 
     Uses the task's one definition of each (``snn_drone.core.task``); the reward of step t scores
     (s_{t+1}, a_t) with the curriculum coefficients ``coeffs`` and ``task_cfg``'s orientation cost.
+
+    ``actor_warmup`` says which sequences' first ``warmup`` steps carry no actor loss:
+    ``all`` (a spiking actor whose deployed warm-up the guide flies: the paper), ``mid_episode``
+    (a spiking actor that flies from the episode's first step: a sequence that starts there starts
+    from the true zero hidden state, so its first steps count) or ``none`` (an actor without hidden
+    state learns on every step it may fly).
     """
+    if actor_warmup not in ("all", "mid_episode", "none"):
+        raise ValueError(f"actor_warmup = {actor_warmup!r}; expected 'all', 'mid_episode' or 'none'")
     n, t1 = seqs.state.shape[:2]
     T = t1 - 1
     flat = seqs.state.transpose(0, 1).reshape(t1 * n, -1)              # time-major, flattened
@@ -94,7 +119,10 @@ def derive_batch(seqs: Sequences, task_cfg, coeffs, actor_inputs: str, warmup: i
     reward = task.reward(flat[n:], action.reshape(T * n, -1), target[n:], coeffs,
                          task_cfg.orientation_cost).reshape(T, n)
     valid = seqs.valid.transpose(0, 1)
-    steps = torch.arange(T, device=valid.device)[:, None]
+    after_warmup = torch.arange(T, device=valid.device)[:, None] >= warmup       # [T, 1]
+    starts_episode = (seqs.start_step == 0)[None, :]                             # [1, N]
+    burn_in = valid & (after_warmup | starts_episode)
+    actor_mask = {"all": valid & after_warmup, "mid_episode": burn_in, "none": valid}[actor_warmup]
     obs, priv = obs.reshape(t1, n, -1), priv.reshape(t1, n, -1)
     return Batch(
         actor_obs=priv if actor_inputs == "privileged" else obs,
@@ -104,7 +132,8 @@ def derive_batch(seqs: Sequences, task_cfg, coeffs, actor_inputs: str, warmup: i
         reward=torch.where(valid, reward, 0.0),
         terminated=seqs.terminated.transpose(0, 1).float(),
         valid=valid,
-        actor_mask=valid & (steps >= warmup),
+        actor_mask=actor_mask,
+        burn_in_mask=burn_in,
     )
 
 
@@ -147,7 +176,7 @@ class TD3BCLearner:
 
             # Critic loss on the stored (executed) actions
             q1, q2 = self.critic(b.priv_obs[:-1], b.action)
-            critic_mask = b.valid if cfg.critic_on_warmup else b.actor_mask
+            critic_mask = b.valid if cfg.critic_steps == "all" else b.burn_in_mask
             critic_loss = _masked_mean((q1 - y) ** 2 + (q2 - y) ** 2, critic_mask)
             self.critic_opt.zero_grad(set_to_none=True)
             critic_loss.backward()
@@ -156,7 +185,9 @@ class TD3BCLearner:
             metrics["q_mean"] = _masked_mean(q1.detach(), critic_mask).item()
 
         self.updates += 1
-        if self.updates % cfg.policy_delay == 0:
+        if not cfg.use_q:  # pure BC: no critic to wait for and no target that anything reads
+            metrics.update(self._actor_step(b))
+        elif self.updates % cfg.policy_delay == 0:
             metrics.update(self._actor_step(b))
             self._soft_update()
         return metrics
@@ -202,7 +233,16 @@ class TD3BCLearner:
                     bt.copy_(bf)
 
     def end_epoch(self) -> None:
-        """lambda_BC <- max(lambda_bc_min, decay * lambda_BC)."""
+        """After every epoch: lambda_BC <- max(lambda_bc_min, decay * lambda_BC) if it decays per epoch."""
+        if self.cfg.lambda_bc_decay_per == "epoch":
+            self._decay_lambda_bc()
+
+    def end_stage(self) -> None:
+        """After every hand-over stage: the same decay, if lambda_BC decays per stage (the paper's code)."""
+        if self.cfg.lambda_bc_decay_per == "stage":
+            self._decay_lambda_bc()
+
+    def _decay_lambda_bc(self) -> None:
         self.lambda_bc = max(self.cfg.lambda_bc_min, self.lambda_bc * self.cfg.lambda_bc_decay)
 
     # ---- checkpointing ----------------------------------------------------------------------

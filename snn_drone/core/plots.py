@@ -36,10 +36,12 @@ def plot_training(history: list[dict], path: str | Path, title: str = "") -> Pat
         return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) if pts else (np.array([]), np.array([]))
 
     fig, ax = plt.subplots(2, 2, figsize=(11, 7))
-    for key, label in (("train_return", "training episodes"), ("eval_return", "evaluation (end-of-curriculum reward)")):
+    for key, label in (("train_return", "training episodes"),
+                       ("eval_return", "evaluation, fresh starts (end-of-curriculum reward)"),
+                       ("validation_return", "validation set (picks actor_best)")):
         xs, ys = series(key)
         if xs.size:
-            ax[0, 0].plot(xs, ys, label=label, marker="o" if key == "eval_return" else None, ms=3)
+            ax[0, 0].plot(xs, ys, label=label, marker=None if key == "train_return" else "o", ms=3)
     ax[0, 0].set_ylabel("return"); ax[0, 0].legend(fontsize=8)
     for key, label in (("train_length", "training"), ("eval_length", "evaluation")):
         xs, ys = series(key)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import task
+from . import seeds, task
 from .batched_env import BatchedHoverEnv
 from .jsrl import jump_start_action
 from .layout import ACTION_DIM, POS
@@ -75,28 +75,53 @@ class JumpStartRollout:
         return (Sequences.cat(out) if out else None), {"returns": returns, "lengths": lengths}
 
 
+def ci95(x: np.ndarray) -> float:
+    """Half-width of the normal 95% confidence interval of the mean of ``x`` (1.96 s / sqrt(n))."""
+    x = np.asarray(x, dtype=float)
+    return float(1.96 * x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
 @dataclass
 class EvalResult:
-    """Deployment evaluation over N episodes, scored with the end-of-curriculum coefficients."""
+    """Deployment evaluation over N episodes, scored with the end-of-curriculum coefficients.
 
-    returns: np.ndarray            # [N]
+    The whole-episode figures count every step, the guide's warm-up included; the ``actor_*`` ones
+    only the steps after the hand-over, which the actor flew (an episode that crashed during the
+    warm-up never reached the actor and is left out of the actor's crash rate)."""
+
+    returns: np.ndarray            # [N] sum of Eq. 8 over the whole episode
     lengths: np.ndarray            # [N] steps flown before the episode ended (crash or 500)
     crashed: np.ndarray            # [N] bool
     position_error_m: np.ndarray   # [N] mean |p - target| over the steps flown
     trajectories: np.ndarray = field(repr=False, default=None)  # [T+1, N, 3] positions (world m)
+    guide_steps: int = 0           # steps the guide flew before the hand-over
+    actor_returns: np.ndarray = field(repr=False, default=None)  # [N] sum of Eq. 8 over the actor's steps
 
     @property
     def mean_return(self) -> float:
         return float(self.returns.mean())
 
+    @property
+    def handed_over(self) -> np.ndarray:
+        """[N] bool: the episode lived past the guide's warm-up, so the actor flew."""
+        return self.lengths > self.guide_steps
+
     def summary(self) -> dict[str, float]:
+        reached = self.handed_over
+        actor_returns = self.actor_returns if self.actor_returns is not None else self.returns
         return {"return_mean": float(self.returns.mean()), "return_std": float(self.returns.std()),
+                "return_ci95": ci95(self.returns),
                 "length_mean": float(self.lengths.mean()), "crash_rate": float(self.crashed.mean()),
-                "position_error_m": float(self.position_error_m.mean())}
+                "position_error_m": float(self.position_error_m.mean()),
+                "actor_return_mean": float(actor_returns[reached].mean()) if reached.any() else float("nan"),
+                "actor_return_ci95": ci95(actor_returns[reached]),
+                "actor_crash_rate": float(self.crashed[reached].mean()) if reached.any() else float("nan"),
+                "warmup_crash_rate": float((self.crashed & ~reached).mean()),
+                "episodes": int(len(self.returns))}
 
 
 @torch.no_grad()
-def evaluate(actor, guide, env: BatchedHoverEnv, guide_steps: int, seed: int = 12345) -> EvalResult:
+def evaluate(actor, guide, env: BatchedHoverEnv, guide_steps: int, seed: int = seeds.TEST_SEED) -> EvalResult:
     """Fly one episode per drone of ``env`` (autoreset off, progress 1.0) the way the actor is
     deployed: the guide flies the first ``guide_steps`` steps (the warm-up), the actor the rest,
     no exploration noise. Each drone's return sums Eq. 8 until its episode ends."""
@@ -110,19 +135,22 @@ def evaluate(actor, guide, env: BatchedHoverEnv, guide_steps: int, seed: int = 1
     state = actor.init_state(n, device=env.device)
     alive = torch.ones(n, dtype=torch.bool, device=env.device)
     ret = torch.zeros(n, device=env.device)
+    actor_ret = torch.zeros(n, device=env.device)
     length = torch.zeros(n, dtype=torch.long, device=env.device)
     crashed = torch.zeros(n, dtype=torch.bool, device=env.device)
     err_sum = torch.zeros(n, device=env.device)
     traj = [env.state[:, POS].clone()]
     zeros = torch.zeros(n, ACTION_DIM, device=env.device)
-    for _ in range(T):
+    for t in range(T):
         priv = task.privileged_observation(obs, env.action_history)
         a_actor, state = _act(actor, actor_input(actor, obs, priv), state)
-        a_guide = guide(priv) if guide is not None else zeros
+        a_guide = guide(priv) if guide is not None and t < guide_steps else zeros  # every episode is at step t
+        actor_flies = env.steps >= guide_steps
         a = jump_start_action(env.steps, guide_steps, a_guide, a_actor)
         obs, r, term, trunc, info = env.step(a)
         pos = info["next_state"][:, POS]
         ret += torch.where(alive, r, 0.0)
+        actor_ret += torch.where(alive & actor_flies, r, 0.0)
         err_sum += torch.where(alive, (pos - env.target).norm(dim=1), 0.0)
         length += alive.long()
         crashed |= alive & term
@@ -133,4 +161,5 @@ def evaluate(actor, guide, env: BatchedHoverEnv, guide_steps: int, seed: int = 1
     return EvalResult(returns=ret.cpu().numpy(), lengths=length.cpu().numpy(),
                       crashed=crashed.cpu().numpy(),
                       position_error_m=(err_sum / length.clamp_min(1)).cpu().numpy(),
-                      trajectories=torch.stack(traj).cpu().numpy())
+                      trajectories=torch.stack(traj).cpu().numpy(), guide_steps=int(guide_steps),
+                      actor_returns=actor_ret.cpu().numpy())

@@ -15,7 +15,6 @@ runs ``updates_per_epoch`` gradient updates on ``batch_sequences`` replayed sequ
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -29,14 +28,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from . import config, task
+from . import config, seeds, task
 from .batched_env import BatchedHoverEnv
 from .checkpoint import atomic_torch_save, load_policy, save_policy
 from .controller import GeometricController
 from .jsrl import HorizonConfig
 from .learner import LearnerConfig, TD3BCLearner, derive_batch
 from .malloc_tuning import retain_freed_memory
-from .networks import MLPPolicy, MLPPolicyConfig, init_output_layer
+from .networks import CriticConfig, MLPPolicy, MLPPolicyConfig, TwinCritic, init_output_layer
 from .params import load_preset
 from .rollout import EvalResult, JumpStartRollout, evaluate
 from .sequence_replay import SequenceConfig, SequenceReplay, Sequences
@@ -91,7 +90,11 @@ class TrainConfig:
     eval_every: int = 10
     """Evaluate (and update the slope schedule) every this many epochs."""
     eval_episodes: int = 20
-    """Episodes per evaluation."""
+    """Episodes per training evaluation, from fresh initial states every time (seeds.training_eval_seed):
+    the progress curve and the adaptive slope (Eq. 7) read them."""
+    validation_episodes: int = 100
+    """Episodes of the run's fixed validation set (seeds.validation_seed), flown at every evaluation:
+    actor_best.pt is the actor with the best validation return (0: the training evaluation picks it)."""
     checkpoint_every_s: float = 120.0
     """Seconds between checkpoints (also written after every evaluation and at the end)."""
     survival_steps: int = 100
@@ -100,6 +103,7 @@ class TrainConfig:
     stop_survival_fraction: float = 0.0
     """Stop early once eval_survival reaches this fraction (0: never)."""
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     sequences: SequenceConfig = field(default_factory=SequenceConfig)
     horizon: HorizonConfig = field(default_factory=HorizonConfig)
     slope: SlopeScheduleConfig = field(default_factory=SlopeScheduleConfig)
@@ -115,6 +119,13 @@ class TrainConfig:
             self.ann = dataclasses.replace(self.ann, inputs="privileged")
         elif self.actor == "ann":
             self.ann = dataclasses.replace(self.ann, inputs="observation")
+        warmups = {"learner.warmup": self.learner.warmup, "sequences.warmup": self.sequences.warmup,
+                   "horizon.warmup": self.horizon.warmup}
+        if len(set(warmups.values())) > 1:
+            raise ValueError("the warm-up is one value but the config gives "
+                             + ", ".join(f"{k} = {v}" for k, v in warmups.items())
+                             + ": set all three to the same number of steps")
+        seeds._check_run_seed(self.seed)
 
     @property
     def online(self) -> bool:
@@ -127,6 +138,17 @@ class TrainConfig:
     @property
     def uses_slope(self) -> bool:
         return self.actor == "snn"
+
+    @property
+    def deployed_warmup(self) -> int:
+        """Steps the guide flies before the hand-over when the actor is deployed (and evaluated)."""
+        return deployed_warmup(self.algo, self.actor, self.horizon.warmup)
+
+
+def deployed_warmup(algo: str, actor: str, warmup: int) -> int:
+    """The guide flies the deployed warm-up of a spiking actor trained with a guide; an actor trained
+    without a guide (td3) or without hidden state (an ANN) flies from the episode's first step."""
+    return warmup if algo != "td3" and actor == "snn" else 0
 
 
 def package_root() -> Path:
@@ -210,12 +232,16 @@ class Trainer:
         self.env = BatchedHoverEnv(cfg.num_drones, task_cfg, cfg.preset, device=dev, seed=cfg.seed,
                                    progress=0.0)
         self.eval_env = BatchedHoverEnv(cfg.eval_episodes, task_cfg, cfg.preset, device=dev,
-                                        seed=cfg.seed + 1, autoreset=False)
+                                        seed=seeds.training_eval_seed(cfg.seed, 0), autoreset=False)
+        self.validation_env = None
+        if cfg.validation_episodes > 0:
+            self.validation_env = BatchedHoverEnv(cfg.validation_episodes, task_cfg, cfg.preset, device=dev,
+                                                  seed=seeds.validation_seed(cfg.seed), autoreset=False)
         self.guide = None
         if cfg.needs_guide:
             self.guide = load_guide(cfg.guide, cfg.preset, dev)
         self.actor = make_actor(cfg).to(dev)
-        self.learner = TD3BCLearner(self.actor, cfg.learner)
+        self.learner = TD3BCLearner(self.actor, cfg.learner, critic=TwinCritic(cfg.critic))
         self.replay = SequenceReplay(cfg.sequences, device=dev)
         self.slope = make_slope_schedule(cfg.slope) if cfg.uses_slope else None
         if self.slope is not None:
@@ -228,6 +254,7 @@ class Trainer:
         self.epoch = 0
         self.stage = 0          # hand-over stage (horizon.guide_steps_at_stage)
         self.stage_epochs = 0   # epochs spent in it
+        self.evaluations = 0    # training evaluations so far (each draws fresh starts)
         self.stopped_early = False
         self.env_steps = 0
         self.history: list[dict] = []
@@ -258,8 +285,9 @@ class Trainer:
         if self.stage_epochs < max(1, h.epochs_per_stage):
             return
         self.stage_epochs = 0
-        evals = [r["eval_return"] for r in self.history if "eval_return" in r] + (
-            [row["eval_return"]] if "eval_return" in row else [])
+        self.learner.end_stage()
+        key = self._selection_key
+        evals = [r[key] for r in self.history if key in r] + ([row[key]] if key in row else [])
         if h.should_advance(evals[-1] if evals else None, self.best_return):
             self.stage += 1
         elif self.guide_steps() > h.warmup:
@@ -268,7 +296,21 @@ class Trainer:
 
     def eval_guide_steps(self) -> int:
         """At deployment the guide flies the warm-up only (none without a guide)."""
-        return self.cfg.horizon.warmup if self.guide is not None and self.cfg.actor == "snn" else 0
+        return self.cfg.deployed_warmup
+
+    @property
+    def actor_warmup(self) -> str:
+        """Which sequences' warm-up steps carry no actor loss (``derive_batch``): none for an actor
+        without hidden state; for a spiking actor that flies from the first step at deployment (no
+        guide), only those of sequences starting mid-episode; else all (the paper)."""
+        if self.cfg.actor != "snn":
+            return "none"
+        return "all" if self.eval_guide_steps() > 0 else "mid_episode"
+
+    @property
+    def _selection_key(self) -> str:
+        """The metrics row key that picks actor_best (and gates an on_eval hand-over)."""
+        return "validation_return" if self.validation_env is not None else "eval_return"
 
     # ---- main loop ----------------------------------------------------------------------------
     def run(self) -> list[dict]:
@@ -359,7 +401,7 @@ class Trainer:
             inputs = getattr(self.actor, "inputs", "observation")
             for _ in range(cfg.updates_per_epoch):
                 seqs = self.replay.sample(cfg.batch_sequences, self.gen)
-                batch = derive_batch(seqs, self.task_cfg, coeffs, inputs, cfg.learner.warmup)
+                batch = derive_batch(seqs, self.task_cfg, coeffs, inputs, cfg.learner.warmup, self.actor_warmup)
                 metrics.append(self.learner.update(batch))
         for k in {k for m in metrics for k in m}:
             vals = [m[k] for m in metrics if k in m]
@@ -371,23 +413,39 @@ class Trainer:
         return row
 
     def _evaluate(self) -> dict:
-        res = self.evaluate()
+        res = self.evaluate(seeds.training_eval_seed(self.cfg.seed, self.evaluations))
+        self.evaluations += 1
         s = res.summary()
         row = {"eval_return": s["return_mean"], "eval_return_std": s["return_std"],
                "eval_length": s["length_mean"], "eval_crash_rate": s["crash_rate"],
-               "eval_position_error_m": s["position_error_m"]}
+               "eval_position_error_m": s["position_error_m"], "eval_actor_return": s["actor_return_mean"],
+               "eval_actor_crash_rate": s["actor_crash_rate"]}
         row["eval_survival"] = float((res.lengths >= self.cfg.survival_steps).mean())
-        if self.slope is not None:
+        if self.validation_env is not None:
+            v = self.validate().summary()
+            row.update(validation_return=v["return_mean"], validation_ci95=v["return_ci95"],
+                       validation_crash_rate=v["crash_rate"])
+        if self.slope is not None:  # Eq. 7 reads the training evaluation (fresh starts)
             k = self.slope.update(s["return_mean"])
             self.actor.set_slope(k)
             self.learner.actor_target.set_slope(k)
-        if s["return_mean"] > self.best_return:
-            self.best_return = s["return_mean"]
+        score = row[self._selection_key]
+        if score > self.best_return:
+            self.best_return = score
+            row["best"] = True
             save_policy(self.out / "actor_best.pt", self.actor)
         return row
 
-    def evaluate(self) -> EvalResult:
-        return evaluate(self.actor, self.guide, self.eval_env, self.eval_guide_steps(), seed=self.cfg.seed + 1)
+    def evaluate(self, seed: int | None = None) -> EvalResult:
+        """Fly the training evaluation as deployed; ``seed`` None: the next evaluation's fresh starts."""
+        if seed is None:
+            seed = seeds.training_eval_seed(self.cfg.seed, self.evaluations)
+        return evaluate(self.actor, self.guide, self.eval_env, self.eval_guide_steps(), seed=seed)
+
+    def validate(self) -> EvalResult:
+        """Fly the run's fixed validation set as deployed (the choice of actor_best)."""
+        return evaluate(self.actor, self.guide, self.validation_env, self.eval_guide_steps(),
+                        seed=seeds.validation_seed(self.cfg.seed))
 
     def _record_offline_dataset(self) -> None:
         """td3bc / bc: a fixed data set of whole episodes flown by the guide with exploration noise."""
@@ -411,6 +469,8 @@ class Trainer:
             parts.append(f"eval={row['eval_return']:.1f}")
         elif self.history and any("eval_return" in r for r in self.history):
             parts.append(f"eval={[r for r in self.history if 'eval_return' in r][-1]['eval_return']:.1f}")
+        if "validation_return" in row:
+            parts.append(f"val={row['validation_return']:.1f}")
         if "train_return" in row:
             parts.append(f"ret={row['train_return']:.1f}")
         if self.cfg.uses_slope:
@@ -450,10 +510,10 @@ class Trainer:
             "learner": self.learner.state_dict(), "replay": self.replay.state_dict(),
             "slope": self.slope.state_dict() if self.slope is not None else None,
             "history": self.history, "best_return": self.best_return, "wall_s": self.wall_s,
-            "stage": self.stage, "stage_epochs": self.stage_epochs,
+            "stage": self.stage, "stage_epochs": self.stage_epochs, "evaluations": self.evaluations,
             "rng": {"torch": torch.get_rng_state(), "gen": self.gen.get_state(),
-                    "env": self.env.generator.get_state(), "numpy": np.random.get_state()[1].tolist(),
-                    "python": random.getstate()[1]},
+                    "env": self.env.generator.get_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
         }
 
     def save(self) -> None:
@@ -482,9 +542,13 @@ class Trainer:
         eps = max(1, self.cfg.horizon.epochs_per_stage)  # checkpoints from before stages were stored
         self.stage = sd.get("stage", self.epoch // eps)
         self.stage_epochs = sd.get("stage_epochs", self.epoch % eps)
+        self.evaluations = sd.get("evaluations", sum(1 for r in self.history if "eval_return" in r))
         torch.set_rng_state(sd["rng"]["torch"])
         self.gen.set_state(sd["rng"]["gen"])
         self.env.generator.set_state(sd["rng"]["env"])
+        if isinstance(sd["rng"]["numpy"], tuple):  # checkpoints before both were stored whole lack them
+            np.random.set_state(sd["rng"]["numpy"])
+            random.setstate(sd["rng"]["python"])
         self.log(f"resumed {path} at epoch {self.epoch} ({self.learner.updates} updates, "
                  f"{len(self.replay)} sequences in replay)")
 

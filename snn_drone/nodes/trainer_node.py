@@ -119,7 +119,7 @@ class TrainerNode(Node):
         """What `snn-drone train`'s progress bar shows, with the graph's drone steps/s (wall clock)."""
         elapsed = max(1e-9, time.monotonic() - self._t0)
         parts = [f"epoch {self.trainer.epoch}/{self.cfg.epochs}"]
-        parts += [f"{k}={row[k]:.1f}" for k in ("eval_return", "train_return") if k in row]
+        parts += [f"{k}={row[k]:.1f}" for k in ("eval_return", "validation_return", "train_return") if k in row]
         if self.cfg.uses_slope:
             parts.append(f"k={row['slope']:.2f}")
         parts.append(f"lambda_bc={row['lambda_bc']:.3f}")
