@@ -115,7 +115,7 @@ TRAIN_SIM_ARGUMENTS = (
     Argument("overrides", "", "YAML mapping of dotted config keys, e.g. '{epochs: 5, learner.alpha: 2.5}'"),
     Argument("out", "runs/train_sim", "run folder of the trainer: checkpoints, metrics.jsonl, TensorBoard, plots"),
     Argument("resume", "false", "continue the run in `out` from its last checkpoint"),
-    Argument("guide", "", "guide policy file (empty: the config's guide)"),
+    Argument("guide", "", "guide policy file or 'controller' (empty: the config's guide)"),
 )
 
 
@@ -157,7 +157,7 @@ FLY_REAL_ARGUMENTS = (
     Argument("backend", "real", "drone end: real (crazyflie_bridge, a Crazyflie over cflib) or sim (sim_flight_node: "
              "one simulated Crazyflie in real time, with safety_node)"),
     Argument("actor", "checkpoints/snn_actor.pt", "spiking actor file (save_policy) that flies after the warm-up"),
-    Argument("guide", "", "guide policy file that flies the 50-step warm-up (empty: the config's guide)"),
+    Argument("guide", "", "guide policy file or 'controller' that flies the 50-step warm-up (empty: the config's guide)"),
     Argument("config", "", "training YAML for preset, task (target) and warm-up (empty: config/train.yaml)"),
     Argument("overrides", "", "YAML mapping of dotted config keys, e.g. '{horizon.warmup: 50}'"),
     Argument("safety_config", "", "safety YAML (empty: config/safety.yaml)"),
@@ -196,7 +196,7 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
     cfg = load_train_config(args["config"] or None, over)
     for name in ("actor", "guide"):
         path = args[name] or (cfg.guide if name == "guide" else "")
-        if not resolve_path(path).is_file():
+        if not (name == "guide" and path == "controller") and not resolve_path(path).is_file():
             raise FileNotFoundError(f"argument {name}:={path!r}: no such policy file"
                                     + (" (train the SNN first, or pass actor:=FILE)" if name == "actor" else ""))
     record, exit_when_landed = _bool("record", args["record"]), _bool("exit_when_landed", args["exit_when_landed"])

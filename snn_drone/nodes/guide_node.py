@@ -11,9 +11,8 @@ from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray
 
 from snn_drone.core import task
-from snn_drone.core.checkpoint import load_policy
 from snn_drone.core.params import load_preset
-from snn_drone.core.training import resolve_path
+from snn_drone.core.training import load_guide
 
 from . import arrays
 from .action_history import LiveActionHistory
@@ -25,15 +24,15 @@ class GuideNode(Node):
         super().__init__("guide_node")
         cfg = declare_train_config(self)
         self.b = declare(self, "num_drones", 0, "drones in each state message (0: the config's num_drones)") or cfg.num_drones
-        path = declare(self, "guide", "", "guide policy file (empty: the config's guide)") or cfg.guide
+        path = declare(self, "guide", "", "guide policy file or 'controller' (empty: the config's guide)") or cfg.guide
         threads = declare(self, "threads", 1, "torch intra-op threads")
         if threads > 0:
             torch.set_num_threads(threads)
         self.device = torch.device(cfg.device)
-        self.guide = load_policy(resolve_path(path), map_location=self.device).requires_grad_(False)
+        self.guide = load_guide(path, cfg.preset, self.device)
         if getattr(self.guide, "inputs", None) != "privileged":
             raise ValueError(f"guide {path} reads the {getattr(self.guide, 'inputs', '?')} observation, "
-                             f"expected a privileged-input MLP policy")
+                             f"expected a privileged-input policy (an MLP policy file or 'controller')")
         task_cfg = task_config(cfg)
         self.target = torch.tensor(task_cfg.target_position_m, device=self.device)
         self.history = LiveActionHistory(self.b, load_preset(cfg.preset), task_cfg, self.device)
