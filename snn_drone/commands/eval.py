@@ -75,8 +75,8 @@ def run(args) -> int:
           f"first {warmup} steps)")
     print(f"return:            {s['return_mean']:.1f} +- {s['return_ci95']:.1f} (95% CI; std {s['return_std']:.1f}; "
           f"end-of-curriculum reward, max 500)")
-    print(f"crash rate:        {s['crash_rate']:.3f} ({int(res.crashed.sum())} of {args.episodes}; "
-          f"{s['warmup_crash_rate']:.3f} during the guide's warm-up)")
+    during = f"; {s['warmup_crash_rate']:.3f} during the guide's warm-up" if warmup > 0 else ""
+    print(f"crash rate:        {s['crash_rate']:.3f} ({int(res.crashed.sum())} of {args.episodes}{during})")
     if warmup > 0:
         n_actor = int(res.handed_over.sum())
         print(f"actor's steps:     return {s['actor_return_mean']:.1f} +- {s['actor_return_ci95']:.1f} (95% CI, the "
