@@ -23,6 +23,7 @@ TINY = {
     "min_replay_sequences": 2, "eval_every": 2, "eval_episodes": 4, "threads": 1, "snn.hidden": [16, 8],
     "sequences.length": 20, "sequences.stride": 10, "sequences.warmup": 5,
     "sequences.capacity_transitions": 10000, "learner.warmup": 5, "horizon.warmup": 5,
+    "validation_episodes": 8,
 }
 """A run of seconds: small spiking actor, 20-step sequences."""
 

@@ -58,5 +58,6 @@ def test_train_yaml_departs_from_the_paper_defaults_only_where_it_says_so():
     train` runs) changes exactly these, each explained in its comments and in docs/RESULTS.md."""
     from snn_drone.core.training import TrainConfig, load_train_config
     changed = {d.split(":")[0] for d in config.diff(config.to_dict(TrainConfig()), config.to_dict(load_train_config()))}
-    assert changed == {"epochs", "eval_every", "horizon.epochs_per_stage", "slope.interval_every",
-                       "steps_per_epoch", "task_config", "threads", "updates_per_epoch"}
+    assert changed == {"epochs", "eval_every", "guide", "horizon.epochs_per_stage", "learner.lambda_bc",
+                       "learner.lambda_bc_decay_per", "slope.interval_every", "steps_per_epoch", "task_config",
+                       "threads", "updates_per_epoch"}

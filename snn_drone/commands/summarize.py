@@ -91,8 +91,9 @@ def by_variant(runs: list[Path], thresholds: list[float], test: int = 0, test_se
     head = ["variant", "seeds", "final return per seed (mean +- std)", "best return per seed (mean +- std)"] + \
         [f"first >= {t:g} (epoch per seed)" for t in thresholds] + ["epochs", "min per run"]
     if test:
-        head += [f"test return of actor_best, {test} fresh episodes per seed (mean +- std)",
-                 "its crash rate per seed (actor's steps)", "test return of actor_last (mean +- std)"]
+        head += [f"actor_best: test return, {test} fresh episodes (95% CI) per seed (mean +- std over seeds)",
+                 "its crash rate per seed (after the hand-over)", "its return over the actor's steps per seed",
+                 "actor_last: test return per seed (mean +- std)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, items in groups.items():
         seeds = [sd for sd, _ in items]
@@ -106,12 +107,13 @@ def by_variant(runs: list[Path], thresholds: list[float], test: int = 0, test_se
         cells += [" / ".join(str(s["epochs"]) for _, s in items),
                   " / ".join(f"{s['wall_s'] / 60:.0f}" for _, s in items)]
         if test:
-            for which in ("best", "last"):
-                xs = [s[f"{which}_test"] for _, s in items]
-                cells.append(" / ".join(f"{x:.1f}" for x in xs) + (f" ({_mean_std1(xs)})" if len(xs) > 1 else ""))
-                if which == "best":
-                    cells.append(" / ".join(f"{s['best_test_crash']:.3f} ({s['best_test_actor_crash']:.3f})"
-                                            for _, s in items))
+            xs = [s["best_test"] for _, s in items]
+            cells.append(" / ".join(f"{s['best_test']:.1f} +- {s['best_test_ci95']:.1f}" for _, s in items)
+                         + (f" ({_mean_std1(xs)})" if len(xs) > 1 else ""))
+            cells.append(" / ".join(f"{s['best_test_crash']:.3f} ({s['best_test_actor_crash']:.3f})" for _, s in items))
+            cells.append(" / ".join(f"{s['best_test_actor']:.1f}" for _, s in items))
+            xs = [s["last_test"] for _, s in items]
+            cells.append(" / ".join(f"{x:.1f}" for x in xs) + (f" ({_mean_std1(xs)})" if len(xs) > 1 else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
