@@ -1,7 +1,7 @@
 """Fly one Crazyflie with the trained SNN: drone end (crazyflie_bridge, or sim_flight_node + safety_node
 with backend:=sim), actor, guide (the 50-step warm-up), jump-start and a bag of the flight.
 
-    ros2 launch snn_drone fly_real.launch.py backend:=real actor:=checkpoints/snn_actor.pt
+    ros2 launch snn_drone fly_real.launch.py backend:=real actor:=checkpoints/snn_actor_bc_only.pt
     ros2 launch snn_drone fly_real.launch.py backend:=sim
 
 The graph (nodes, parameters, remappings, namespaces) is declared in snn_drone/graphs.py and

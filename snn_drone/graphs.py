@@ -156,8 +156,12 @@ def train_sim(args: dict[str, str]) -> list[NodeSpec]:
 FLY_REAL_ARGUMENTS = (
     Argument("backend", "real", "drone end: real (crazyflie_bridge, a Crazyflie over cflib) or sim (sim_flight_node: "
              "one simulated Crazyflie in real time, with safety_node)"),
-    Argument("actor", "checkpoints/snn_actor.pt", "spiking actor file (save_policy) that flies after the warm-up"),
-    Argument("guide", "", "guide policy file or 'controller' that flies the 50-step warm-up (empty: the config's guide)"),
+    Argument("actor", "checkpoints/snn_actor_bc_only.pt", "spiking actor file (save_policy) that flies after the "
+             "warm-up (the default held a 10 s hover in the real-time graph; snn_actor.pt, which scores higher on "
+             "5 s episodes, tilted out after 3-8.5 s there)"),
+    Argument("guide", "checkpoints/guide.pt", "guide policy file or 'controller' that flies the 50-step warm-up "
+             "(empty: the config's guide; the controller's motor model needs the true action history, which the "
+             "flight graph does not give it after the stock take-off)"),
     Argument("config", "", "training YAML for preset, task (target) and warm-up (empty: config/train.yaml)"),
     Argument("overrides", "", "YAML mapping of dotted config keys, e.g. '{horizon.warmup: 50}'"),
     Argument("safety_config", "", "safety YAML (empty: config/safety.yaml)"),

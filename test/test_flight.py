@@ -59,7 +59,7 @@ def test_fly_real_graph_swaps_the_bridge_for_sim_and_safety_nodes_and_names_a_mi
                                            "jumpstart_node", "recorder_node"]
     assert [n.executable for n in real] == ["crazyflie_bridge", "actor_node", "guide_node", "jumpstart_node"]
     actor = next(n for n in sim if n.executable == "actor_node")
-    assert actor.parameters["checkpoint"] == "checkpoints/snn_actor.pt" and not actor.parameters["follow_weights"]
+    assert actor.parameters["checkpoint"] == "checkpoints/snn_actor_bc_only.pt" and not actor.parameters["follow_weights"]
     js = next(n for n in sim if n.executable == "jumpstart_node")
     assert js.parameters["deploy"] and js.parameters["use_guide"]
     with pytest.raises(FileNotFoundError, match="actor:='nope.pt'"):
