@@ -147,7 +147,7 @@ def test_hand_over_stages_follow_the_schedule_or_hold_on_a_weak_evaluation(tmp_p
         assert tr.guide_steps() == 450
     for ret in (80.0, 80.0, 80.0, 80.0, 95.0, 95.0):  # evaluations at every epoch, below 90% of the best, then above
         for tr in (fixed, held):
-            tr._advance_stage({"eval_return": ret})
+            tr._advance_stage({tr._selection_key: ret})  # the validation return gates the hand-over
     assert (fixed.stage, fixed.guide_steps()) == (3, 375)
     assert (held.stage, held.guide_steps()) == (1, 425)
     held.save()
@@ -235,7 +235,8 @@ def test_the_actor_loss_covers_what_each_actor_flies_at_deployment(tmp_path):
 
 def test_lambda_bc_decays_once_per_hand_over_stage_in_training(tmp_path):
     tr = Trainer(_cfg(algo="td3bc_jsrl", guide="controller", epochs=6, **{
-        "horizon.epochs_per_stage": 2, "learner.lambda_bc_decay_per": "stage", "learner.lambda_bc_decay": 0.5}),
+        "horizon.epochs_per_stage": 2, "learner.lambda_bc_decay_per": "stage", "learner.lambda_bc_decay": 0.5,
+        "learner.lambda_bc": 0.2}),
         tmp_path, progress=False, log=lambda *_: None)
     tr.run()
     assert [r["lambda_bc"] for r in tr.history] == [0.2, 0.2, 0.1, 0.1, 0.05, 0.05]
