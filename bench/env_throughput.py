@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from snn_drone.core.batched_env import BatchedHoverEnv
+from snn_drone.core.env.batched_env import BatchedHoverEnv
 
 
 def _rate(fn, batch: int, steps: int) -> float:

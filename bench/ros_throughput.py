@@ -27,11 +27,11 @@ import subprocess
 import torch
 import yaml
 
-from snn_drone.core.batched_env import BatchedHoverEnv
-from snn_drone.core.checkpoint import load_policy, save_policy
-from snn_drone.core.networks import MLPPolicy, MLPPolicyConfig
-from snn_drone.core.rollout import JumpStartRollout
-from snn_drone.core.training import load_train_config, make_actor
+from snn_drone.core.env.batched_env import BatchedHoverEnv
+from snn_drone.core.learning.checkpoint import load_policy, save_policy
+from snn_drone.core.learning.networks import MLPPolicy, MLPPolicyConfig
+from snn_drone.core.learning.rollout import JumpStartRollout
+from snn_drone.core.learning.train_config import load_train_config, make_actor
 from snn_drone.graphs import NodeSpec, environment
 from snn_drone.launcher import node_command, write_params
 

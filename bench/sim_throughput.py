@@ -22,9 +22,9 @@ import time
 import numpy as np
 import torch
 
-from snn_drone.core.dynamics import QuadrotorDynamics
-from snn_drone.core.params import load_preset
-from snn_drone.core.pybullet_world import PybulletWorld
+from snn_drone.core.sim.dynamics import QuadrotorDynamics
+from snn_drone.core.sim.params import load_preset
+from snn_drone.core.sim.pybullet_world import PybulletWorld
 
 
 def _best_rate(step, drones: int, seconds: float) -> float:

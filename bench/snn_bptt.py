@@ -9,8 +9,8 @@ Last line: ``compile_s=... latency_us=... latency_validated_us=... speedup_media
 snntorch_ms=... speedup=...``: ours_ms/snntorch_ms are the fastest of the repeats (the CPU is shared),
 speedup their ratio, speedup_median_pair the median ratio of back-to-back pairs. No torch.compile is
 used; compile_s is the time this process spent building (first run on a machine, ~1 s) or loading
-(cached) the native LIF loops of snn_drone/core/lif_kernels.py, before any timing. Both networks
-run with glibc told to keep freed memory (snn_drone/core/malloc_tuning.py; --no-malloc-tuning to
+(cached) the native LIF loops of snn_drone/core/snn/lif_kernels.py, before any timing. Both networks
+run with glibc told to keep freed memory (snn_drone/core/learning/malloc_tuning.py; --no-malloc-tuning to
 compare).
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snn_drone.core import lif_kernels  # noqa: E402
-from snn_drone.core.malloc_tuning import retain_freed_memory  # noqa: E402
-from snn_drone.core.spiking_actor import SpikingActor, SpikingActorConfig  # noqa: E402
+from snn_drone.core.snn import lif_kernels  # noqa: E402
+from snn_drone.core.learning.malloc_tuning import retain_freed_memory  # noqa: E402
+from snn_drone.core.snn.spiking_actor import SpikingActor, SpikingActorConfig  # noqa: E402
 
 
 def snntorch_net(actor: SpikingActor, slope: float):

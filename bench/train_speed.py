@@ -39,9 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from snn_drone.core.learner import TD3BCLearner, derive_batch  # noqa: E402
-from snn_drone.core.networks import CriticConfig, TwinCritic  # noqa: E402
-from snn_drone.core.training import Trainer, load_train_config, resolve_path  # noqa: E402
+from snn_drone.core.learning.learner import TD3BCLearner, derive_batch  # noqa: E402
+from snn_drone.core.learning.networks import CriticConfig, TwinCritic  # noqa: E402
+from snn_drone.core.learning.trainer import Trainer
+from snn_drone.core.learning.train_config import load_train_config
+from snn_drone.core.common.config import resolve_path  # noqa: E402
 
 
 PAPER_SEQUENCES = 350

@@ -121,7 +121,7 @@ TRAIN_SIM_ARGUMENTS = (
 
 def train_sim(args: dict[str, str]) -> list[NodeSpec]:
     """Several sim workers feeding one trainer (DESIGN.md, the node graph)."""
-    from snn_drone.core.training import load_train_config
+    from snn_drone.core.learning.train_config import load_train_config
     workers = _int("workers", args["workers"], 1)
     over = _overrides(args["overrides"])
     cfg = load_train_config(args["config"] or None, over)  # fails early on a bad config
@@ -192,7 +192,8 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
     """One Crazyflie (real or simulated in real time) flown by the SNN after the guide's warm-up."""
     import time
     from pathlib import Path
-    from snn_drone.core.training import load_train_config, resolve_path
+    from snn_drone.core.learning.train_config import load_train_config
+    from snn_drone.core.common.config import resolve_path
     backend = args["backend"]
     if backend not in ("real", "sim"):
         raise ValueError(f"argument backend:={backend!r}, expected real or sim")

@@ -44,8 +44,8 @@ def overrides(**over) -> str:
 
 def fresh_guide(path: Path) -> Path:
     """An untrained privileged guide (the plumbing needs one; checkpoints/guide.pt is the trained one)."""
-    from snn_drone.core.checkpoint import save_policy
-    from snn_drone.core.networks import MLPPolicy, MLPPolicyConfig
+    from snn_drone.core.learning.checkpoint import save_policy
+    from snn_drone.core.learning.networks import MLPPolicy, MLPPolicyConfig
     torch.manual_seed(0)
     return save_policy(path, MLPPolicy(MLPPolicyConfig(inputs="privileged")))
 

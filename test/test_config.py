@@ -3,8 +3,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from snn_drone.core import config
-from snn_drone.core.params import available_presets, load_preset
+from snn_drone.core.common import config
+from snn_drone.core.sim.params import available_presets, load_preset
 
 
 @dataclass
@@ -56,7 +56,7 @@ def test_unknown_preset_lists_available():
 def test_train_yaml_departs_from_the_paper_defaults_only_where_it_says_so():
     """TrainConfig's dataclass defaults are the paper's values; config/train.yaml (what `snn-drone
     train` runs) changes exactly these, each explained in its comments and in docs/RESULTS.md."""
-    from snn_drone.core.training import TrainConfig, load_train_config
+    from snn_drone.core.learning.train_config import TrainConfig, load_train_config
     changed = {d.split(":")[0] for d in config.diff(config.to_dict(TrainConfig()), config.to_dict(load_train_config()))}
     assert changed == {"epochs", "eval_every", "guide", "horizon.epochs_per_stage", "learner.lambda_bc",
                        "learner.lambda_bc_decay_per", "slope.interval_every", "steps_per_epoch", "task_config",

@@ -3,9 +3,9 @@ import math
 
 import torch
 
-from snn_drone.core.batched_env import BatchedHoverEnv
-from snn_drone.core.controller import GeometricController
-from snn_drone.core.params import load_preset
+from snn_drone.core.env.batched_env import BatchedHoverEnv
+from snn_drone.core.sim.controller import GeometricController
+from snn_drone.core.sim.params import load_preset
 
 
 def test_recovers_from_offset_velocity_and_tilt_back_to_the_target():

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from snn_drone.core import layout, task
-from snn_drone.core.config import config_dir
-from snn_drone.core.crazyflie_state import (LOG_PAYLOAD_MAX_BYTES, LogAssembler, RotorSpeedEstimate,
+from snn_drone.core.common import layout
+from snn_drone.core.env import task
+from snn_drone.core.common.config import config_dir
+from snn_drone.core.deploy.crazyflie_state import (LOG_PAYLOAD_MAX_BYTES, LogAssembler, RotorSpeedEstimate,
                                             block_bytes, compress_quaternion, decompress_quaternion,
                                             log_blocks, state_from_log)
-from snn_drone.core.params import load_preset
-from snn_drone.core.robot_config import load_crazyflies, parse_crazyflies
+from snn_drone.core.sim.params import load_preset
+from snn_drone.core.deploy.robot_config import load_crazyflies, parse_crazyflies
 
 ROLL30 = (math.cos(math.radians(15)), math.sin(math.radians(15)), 0.0, 0.0)  # w, x, y, z: +30 deg about x
 

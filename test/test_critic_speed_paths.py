@@ -4,8 +4,8 @@ import copy
 import pytest
 import torch
 
-from snn_drone.core import layout
-from snn_drone.core.networks import CriticConfig, TwinCritic
+from snn_drone.core.common import layout
+from snn_drone.core.learning.networks import CriticConfig, TwinCritic
 
 LEAD = (7, 5)  # [T, N] as the learner calls the critic
 

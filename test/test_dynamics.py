@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from snn_drone.core.dynamics import QuadrotorDynamics
-from snn_drone.core.layout import ANGVEL, POS, QUAT, ROTOR, VEL
-from snn_drone.core.params import load_preset
+from snn_drone.core.sim.dynamics import QuadrotorDynamics
+from snn_drone.core.common.layout import ANGVEL, POS, QUAT, ROTOR, VEL
+from snn_drone.core.sim.params import load_preset
 
 PRESETS = ["cf21_paper", "cf21_l2f2"]
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from snn_drone.core import envs, task
-from snn_drone.core.batched_env import BatchedHoverEnv
-from snn_drone.core.dynamics import QuadrotorDynamics
-from snn_drone.core.layout import POS, ROTOR, VEL
-from snn_drone.core.params import load_preset
+from snn_drone.core.env import gym_envs as envs, task
+from snn_drone.core.env.batched_env import BatchedHoverEnv
+from snn_drone.core.sim.dynamics import QuadrotorDynamics
+from snn_drone.core.common.layout import POS, ROTOR, VEL
+from snn_drone.core.sim.params import load_preset
 
 PARAMS = load_preset("cf21_paper")
 TARGET = (0.0, 0.0, 1.0)

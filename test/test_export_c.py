@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from snn_drone.cli import main
-from snn_drone.core.batched_env import BatchedHoverEnv
-from snn_drone.core.checkpoint import save_policy
-from snn_drone.core.export_c import export_c, footprint_bytes, sequential_affine, sequential_step
-from snn_drone.core.lif import LIFState
-from snn_drone.core.networks import MLPPolicy, MLPPolicyConfig
-from snn_drone.core.spiking_actor import ActorState, SpikingActor, SpikingActorConfig, save_actor
+from snn_drone.core.env.batched_env import BatchedHoverEnv
+from snn_drone.core.learning.checkpoint import save_policy
+from snn_drone.core.deploy.export_c import export_c, footprint_bytes, sequential_affine, sequential_step
+from snn_drone.core.snn.lif import LIFState
+from snn_drone.core.learning.networks import MLPPolicy, MLPPolicyConfig
+from snn_drone.core.snn.spiking_actor import ActorState, SpikingActor, SpikingActorConfig, save_actor
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from snn_drone.cli import main
-from snn_drone.core.export_nir import actor_to_nir, export_nir
-from snn_drone.core.spiking_actor import SpikingActor, SpikingActorConfig, save_actor
+from snn_drone.core.deploy.export_nir import actor_to_nir, export_nir
+from snn_drone.core.snn.spiking_actor import SpikingActor, SpikingActorConfig, save_actor
 
 
 def simulate_nir(graph: nir.NIRGraph, obs: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:

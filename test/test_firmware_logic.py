@@ -1,6 +1,6 @@
 """The snn_motor Crazyflie app's pure logic (firmware/src/motor_link.c), compiled with the real gcc
 (address and undefined-behaviour sanitizers on) and driven line by line from here: packets encoded
-by snn_drone.core.motor_packet decode in C and back, corrupt packets are rejected and counted,
+by snn_drone.core.deploy.motor_packet decode in C and back, corrupt packets are rejected and counted,
 sequence checks, clamping, the 50 ms watchdog and its fallbacks. Plus the action -> motor ratio
 mapping the bridge uses."""
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snn_drone.core.motor_mapping import MotorMappingConfig, action_to_ratio
-from snn_drone.core.motor_packet import (FULL_SCALE, SIZE, MotorPacketStream, crc16_ccitt_false,
+from snn_drone.core.deploy.motor_mapping import MotorMappingConfig, action_to_ratio
+from snn_drone.core.deploy.motor_packet import (FULL_SCALE, SIZE, MotorPacketStream, crc16_ccitt_false,
                                          decode_motor_packet, encode_motor_packet)
-from snn_drone.core.params import load_preset
+from snn_drone.core.sim.params import load_preset
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
 OK, ERR_LENGTH, ERR_VERSION, ERR_CRC, ERR_FLAGS, ERR_SEQUENCE = range(6)

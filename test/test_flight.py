@@ -1,14 +1,15 @@
-"""core/flight.py (the simulated Crazyflie of fly_real backend:=sim) and the fly_real graph declaration:
+"""core/deploy/flight.py (the simulated Crazyflie of fly_real backend:=sim) and the fly_real graph declaration:
 the geometric controller's take-off reaches the target, its landing reaches the ground, a stop drops
 the drone to rest, commands out of phase are refused; the graph swaps the drone end by backend."""
 import pytest
 import torch
 
 from snn_drone import graphs
-from snn_drone.core import layout, task
-from snn_drone.core.config import config_dir
-from snn_drone.core.flight import FlightConfig, FlightSim
-from snn_drone.core.params import load_preset
+from snn_drone.core.common import layout
+from snn_drone.core.env import task
+from snn_drone.core.common.config import config_dir
+from snn_drone.core.deploy.flight import FlightConfig, FlightSim
+from snn_drone.core.sim.params import load_preset
 
 
 @pytest.fixture(scope="module")

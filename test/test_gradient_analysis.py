@@ -5,9 +5,9 @@ import csv
 
 import torch
 
-from snn_drone.core.gradient_analysis import (CSV_COLUMNS, GradientAnalysisConfig, analyze,
+from snn_drone.core.snn.gradient_analysis import (CSV_COLUMNS, GradientAnalysisConfig, analyze,
                                               per_sample_weight_grads, plot, write_csv)
-from snn_drone.core.spiking_actor import SpikingActor, SpikingActorConfig
+from snn_drone.core.snn.spiking_actor import SpikingActor, SpikingActorConfig
 
 
 def test_batched_per_sample_gradients_equal_one_backward_per_sample():

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from snn_drone.core import layout
-from snn_drone.core.jsrl import HorizonConfig, jump_start_action
-from snn_drone.core.learner import Batch, LearnerConfig, TD3BCLearner
-from snn_drone.core.networks import MLPPolicy, MLPPolicyConfig, TwinCritic
+from snn_drone.core.common import layout
+from snn_drone.core.learning.jsrl import HorizonConfig, jump_start_action
+from snn_drone.core.learning.learner import Batch, LearnerConfig, TD3BCLearner
+from snn_drone.core.learning.networks import MLPPolicy, MLPPolicyConfig, TwinCritic
 
 T, N, W = 6, 3, 2  # steps, sequences, warm-up
 
@@ -168,7 +168,7 @@ def test_jump_start_action_hands_over_at_guide_steps():
 
 def _sequences(start_steps, T_=T):
     """Stored sequences whose derived batch only matters for its masks (states at rest)."""
-    from snn_drone.core.sequence_replay import Sequences
+    from snn_drone.core.learning.sequence_replay import Sequences
     n = len(start_steps)
     state = torch.zeros(n, T_ + 1, layout.STATE_DIM)
     state[..., 3] = 1.0  # identity quaternion
@@ -181,8 +181,8 @@ def _sequences(start_steps, T_=T):
 
 
 def test_actor_masks_follow_what_the_actor_flies_and_the_burn_in_mask_keeps_episode_starts():
-    from snn_drone.core import task
-    from snn_drone.core.learner import derive_batch
+    from snn_drone.core.env import task
+    from snn_drone.core.learning.learner import derive_batch
     cfg = task.load_task_config()
     seqs = _sequences([0, 50])  # one sequence from the episode's first step, one from step 50
     masks = {mode: derive_batch(seqs, cfg, task.eval_coefficients(cfg), "observation", W, mode)

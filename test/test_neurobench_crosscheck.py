@@ -1,4 +1,4 @@
-"""Cross-check of snn_drone.core.neurobench_metrics against the `neurobench` package itself
+"""Cross-check of snn_drone.core.snn.neurobench_metrics against the `neurobench` package itself
 (PyPI 2.3.0, the tool the paper measured with). neurobench is not a project dependency (it pulls
 tonic, librosa, numba and a CUDA torchaudio wheel), so this test runs only where it is installed.
 
@@ -20,8 +20,8 @@ from neurobench.metrics.workload import (ActivationSparsity, ActivationSparsityB
 from neurobench.models import SNNTorchModel  # noqa: E402
 from snntorch import surrogate  # noqa: E402
 
-from snn_drone.core.neurobench_metrics import default_observations, measure_actor  # noqa: E402
-from snn_drone.core.spiking_actor import SpikingActor, SpikingActorConfig  # noqa: E402
+from snn_drone.core.snn.neurobench_metrics import default_observations, measure_actor  # noqa: E402
+from snn_drone.core.snn.spiking_actor import SpikingActor, SpikingActorConfig  # noqa: E402
 
 
 class SnnTorchCopy(nn.Module):

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from snn_drone import cli
-from snn_drone.core.neurobench_metrics import (EnergyModelConfig, default_observations,
+from snn_drone.core.snn.neurobench_metrics import (EnergyModelConfig, default_observations,
                                                dense_synops, effective_operations,
                                                energy_per_inference_pj, load_observations,
                                                measure_actor)
-from snn_drone.core.spiking_actor import SpikingActor, SpikingActorConfig, save_actor
+from snn_drone.core.snn.spiking_actor import SpikingActor, SpikingActorConfig, save_actor
 
 
 def tiny_actor() -> SpikingActor:

@@ -5,10 +5,10 @@ import pybullet as p
 import pytest
 import torch
 
-from snn_drone.core.dynamics import QuadrotorDynamics
-from snn_drone.core.layout import ANGVEL, POS, QUAT, ROTOR, VEL
-from snn_drone.core.params import load_preset
-from snn_drone.core.pybullet_world import PybulletWorld
+from snn_drone.core.sim.dynamics import QuadrotorDynamics
+from snn_drone.core.common.layout import ANGVEL, POS, QUAT, ROTOR, VEL
+from snn_drone.core.sim.params import load_preset
+from snn_drone.core.sim.pybullet_world import PybulletWorld
 
 PRESETS = ["cf21_paper", "cf21_l2f2"]
 

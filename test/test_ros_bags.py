@@ -9,7 +9,7 @@ import torch
 from std_msgs.msg import Float32MultiArray
 
 from ros_helpers import Probe, Processes, fresh_domain_id, fresh_guide, overrides
-from snn_drone.core.sequence_replay import Sequences
+from snn_drone.core.learning.sequence_replay import Sequences
 from snn_drone.nodes import arrays, bag_io
 
 TOPICS = ["/rollout", "/state", "/motor_cmd", "/episodes", "/actor/weights"]

@@ -10,12 +10,12 @@ from rclpy.serialization import serialize_message
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String, UInt8MultiArray
 
 from ros_helpers import TINY, Probe, Processes, fresh_domain_id, overrides
-from snn_drone.core.batched_env import BatchedHoverEnv
-from snn_drone.core.checkpoint import load_policy
-from snn_drone.core.networks import MLPPolicy, MLPPolicyConfig
-from snn_drone.core.rollout import JumpStartRollout
-from snn_drone.core.sequence_replay import SequenceConfig
-from snn_drone.core.spiking_actor import SpikingActor, SpikingActorConfig
+from snn_drone.core.env.batched_env import BatchedHoverEnv
+from snn_drone.core.learning.checkpoint import load_policy
+from snn_drone.core.learning.networks import MLPPolicy, MLPPolicyConfig
+from snn_drone.core.learning.rollout import JumpStartRollout
+from snn_drone.core.learning.sequence_replay import SequenceConfig
+from snn_drone.core.snn.spiking_actor import SpikingActor, SpikingActorConfig
 from snn_drone.nodes import arrays, bag_io
 
 SAFE = [-0.5, -0.25, -0.5, -0.25]

@@ -19,7 +19,7 @@ from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
 from ros_helpers import Probe, Processes, fresh_domain_id
-from snn_drone.core.training import package_root
+from snn_drone.core.common.config import package_root
 from snn_drone.nodes import arrays
 from snn_drone.nodes.bag_io import read_bag
 

@@ -12,7 +12,7 @@ from std_msgs.msg import Float32MultiArray, String
 
 from ros_helpers import Probe, Processes, fresh_domain_id, fresh_guide, overrides
 from snn_drone import graphs
-from snn_drone.core.training import package_root
+from snn_drone.core.common.config import package_root
 from snn_drone.nodes import arrays
 
 # H = max(warm-up 5, 500 - (480 + 5 epoch)) = 20, 15, 10, 5, ...; no noise: the mux is exact

@@ -9,14 +9,15 @@ import pytest
 import torch
 import yaml
 
-from snn_drone.core import task
-from snn_drone.core.batched_env import BatchedHoverEnv
-from snn_drone.core.checkpoint import save_policy
-from snn_drone.core.networks import MLPPolicy, MLPPolicyConfig
-from snn_drone.core.rollout import JumpStartRollout
-from snn_drone.core.sequence_replay import SequenceConfig
-from snn_drone.core.spiking_actor import SpikingActor, SpikingActorConfig
-from snn_drone.core.training import Trainer, load_train_config
+from snn_drone.core.env import task
+from snn_drone.core.env.batched_env import BatchedHoverEnv
+from snn_drone.core.learning.checkpoint import save_policy
+from snn_drone.core.learning.networks import MLPPolicy, MLPPolicyConfig
+from snn_drone.core.learning.rollout import JumpStartRollout
+from snn_drone.core.learning.sequence_replay import SequenceConfig
+from snn_drone.core.snn.spiking_actor import SpikingActor, SpikingActorConfig
+from snn_drone.core.learning.trainer import Trainer
+from snn_drone.core.learning.train_config import load_train_config
 from snn_drone.nodes import arrays, bag_io, dds
 from snn_drone.nodes.action_history import LiveActionHistory
 

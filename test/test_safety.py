@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from snn_drone.core import layout
-from snn_drone.core.config import from_dict, load_yaml, to_dict
-from snn_drone.core.safety import (SafetyConfig, SafetySupervisor, load_safety_config, safety_config_path,
+from snn_drone.core.common import layout
+from snn_drone.core.common.config import from_dict, load_yaml, to_dict
+from snn_drone.core.deploy.safety import (SafetyConfig, SafetySupervisor, load_safety_config, safety_config_path,
                                    tilt_deg)
 
 

@@ -1,8 +1,8 @@
 """Episodes are sliced into overlapping sequences exactly, and the replay stores/samples them."""
 import torch
 
-from snn_drone.core import layout
-from snn_drone.core.sequence_replay import (EpisodeSlicer, SequenceConfig, SequenceReplay, Sequences,
+from snn_drone.core.common import layout
+from snn_drone.core.learning.sequence_replay import (EpisodeSlicer, SequenceConfig, SequenceReplay, Sequences,
                                             privileged_history)
 
 H, A = layout.ACTION_HISTORY, layout.ACTION_DIM

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from snn_drone.cli import main
-from snn_drone.core.dynamics import QuadrotorDynamics
-from snn_drone.core.params import load_preset
+from snn_drone.core.sim.dynamics import QuadrotorDynamics
+from snn_drone.core.sim.params import load_preset
 
 
 def _inputs(params, batch=3, steps=50):

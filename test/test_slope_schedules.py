@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from snn_drone.core import config
-from snn_drone.core.slope_schedules import (AdaptiveSlope, FixedSlope, IntervalSlope,
+from snn_drone.core.common import config
+from snn_drone.core.snn.slope_schedules import (AdaptiveSlope, FixedSlope, IntervalSlope,
                                             SlopeScheduleConfig, make_slope_schedule,
                                             parse_slope_spec)
 

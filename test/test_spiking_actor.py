@@ -7,11 +7,11 @@ import snntorch
 import torch
 from snntorch import surrogate as snn_surrogate
 
-from snn_drone.core import lif_kernels
-from snn_drone.core.lif import LIFState, lif_sequence, lif_sequence_reference
-from snn_drone.core.spiking_actor import (ActorState, SpikingActor, SpikingActorConfig, load_actor,
+from snn_drone.core.snn import lif_kernels
+from snn_drone.core.snn.lif import LIFState, lif_sequence, lif_sequence_reference
+from snn_drone.core.snn.spiking_actor import (ActorState, SpikingActor, SpikingActorConfig, load_actor,
                                           save_actor)
-from snn_drone.core.surrogate import spike
+from snn_drone.core.snn.surrogate import spike
 
 
 def snntorch_twin(actor: SpikingActor, slope: float, dtype):

@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from snn_drone.core import config, task
-from snn_drone.core.layout import ANGVEL, POS, QUAT, ROTOR, VEL
-from snn_drone.core.params import load_preset
+from snn_drone.core.common import config
+from snn_drone.core.env import task
+from snn_drone.core.common.layout import ANGVEL, POS, QUAT, ROTOR, VEL
+from snn_drone.core.sim.params import load_preset
 
 S2 = math.sqrt(0.5)  # cos(45 deg) = sin(45 deg)
 TARGET = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from snn_drone.core.checkpoint import load_policy
-from snn_drone.core.spiking_actor import SpikingActor
-from snn_drone.core.training import Trainer, load_train_config
+from snn_drone.core.learning.checkpoint import load_policy
+from snn_drone.core.snn.spiking_actor import SpikingActor
+from snn_drone.core.learning.trainer import Trainer
+from snn_drone.core.learning.train_config import load_train_config
 
 # A tiny online TD3 run of the spiking actor (no guide needed): seconds on 2 cores.
 TINY = {
@@ -123,7 +124,7 @@ def test_eval_scores_each_shipped_actor_on_its_training_task(tmp_path, capsys, n
     import shutil
 
     from snn_drone.cli import main
-    from snn_drone.core.training import package_root
+    from snn_drone.core.common.config import package_root
     ckpt = tmp_path / name
     shutil.copy(package_root() / "checkpoints" / name, ckpt)
     assert main(["eval", str(ckpt), "--plot", str(tmp_path / "eval.png")]) == 0
@@ -180,7 +181,7 @@ def test_summarize_by_variant_groups_seeds_with_exact_numbers(tmp_path, capsys):
 
 
 def test_training_evaluations_fly_fresh_starts_and_the_validation_set_picks_actor_best(tmp_path):
-    from snn_drone.core import seeds
+    from snn_drone.core.learning import seeds
     tr = Trainer(_cfg(epochs=6, eval_every=1, validation_episodes=6), tmp_path, progress=False, log=lambda *_: None)
     starts = []
     for i in range(2):
@@ -244,10 +245,10 @@ def test_lambda_bc_decays_once_per_hand_over_stage_in_training(tmp_path):
 
 
 def test_evaluation_splits_the_guides_warmup_from_the_actors_steps():
-    from snn_drone.core import task
-    from snn_drone.core.batched_env import BatchedHoverEnv
-    from snn_drone.core.rollout import evaluate
-    from snn_drone.core.training import load_guide
+    from snn_drone.core.env import task
+    from snn_drone.core.env.batched_env import BatchedHoverEnv
+    from snn_drone.core.learning.rollout import evaluate
+    from snn_drone.core.learning.train_config import load_guide
     ctrl = load_guide("controller", "cf21_paper")
     cfg = task.load_task_config(None, {"init_rotor_action_min": 0.0, "init_rotor_action_max": 0.0})
     env = BatchedHoverEnv(64, cfg, "cf21_paper", autoreset=False)

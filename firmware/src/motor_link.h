@@ -1,7 +1,7 @@
 /* motor_link: the pure logic of the snn_motor app (no firmware includes, C99, no malloc).
  *
  * - Packet decoding for motor commands streamed on the Crazyflie app channel (layout below; the
- *   same layout is defined in Python in snn_drone/core/motor_packet.py).
+ *   same layout is defined in Python in snn_drone/core/deploy/motor_packet.py).
  * - A link state machine: sequence check, clamping, and a watchdog that trips when no valid packet
  *   arrived for timeout_ms while motors are commanded.
  *

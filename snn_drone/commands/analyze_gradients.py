@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from snn_drone.core.gradient_analysis import (GradientAnalysisConfig, analyze, format_table, plot,
+    from snn_drone.core.snn.gradient_analysis import (GradientAnalysisConfig, analyze, format_table, plot,
                                                   write_csv)
 
     cfg = GradientAnalysisConfig(samples=args.samples, steps=args.steps, seed=args.seed)

@@ -24,7 +24,7 @@ def register(sub) -> None:
                         "else that of config/train.yaml, where the shipped checkpoints were trained)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the initial states (default: %d, the first test seed; training, its evaluations "
-                        "and its validation use other seeds: snn_drone/core/seeds.py)" % 900_000_000)
+                        "and its validation use other seeds: snn_drone/core/learning/seeds.py)" % 900_000_000)
     p.add_argument("--plot", metavar="PNG", help="3-D trajectory picture (default: next to the checkpoint)")
     p.set_defaults(func=run)
 
@@ -37,11 +37,12 @@ def score_checkpoint(checkpoint: str, episodes: int = 500, seed: int | None = No
     Defaults come from the run the checkpoint belongs to (its config.yaml, else config/train.yaml):
     the guide that flies the warm-up, the task, and the warm-up itself (a spiking actor only; an
     ANN flies from the first step). Returns (EvalResult, env, a dict of what was used)."""
-    from snn_drone.core import seeds, task
-    from snn_drone.core.batched_env import BatchedHoverEnv
-    from snn_drone.core.rollout import evaluate
-    from snn_drone.core.spiking_actor import SpikingActor
-    from snn_drone.core.training import deployed_warmup, load_guide
+    from snn_drone.core.learning import seeds
+    from snn_drone.core.env import task
+    from snn_drone.core.env.batched_env import BatchedHoverEnv
+    from snn_drone.core.learning.rollout import evaluate
+    from snn_drone.core.snn.spiking_actor import SpikingActor
+    from snn_drone.core.learning.train_config import deployed_warmup, load_guide
 
     actor = load_guide(checkpoint, preset)  # a policy file, or 'controller'
     actor.requires_grad_(False)
@@ -54,7 +55,7 @@ def score_checkpoint(checkpoint: str, episodes: int = 500, seed: int | None = No
     task_file = task_file or _task_file(run_cfg)
     seed = seeds.TEST_SEED if seed is None else seed
     if seeds.is_training_seed(seed):
-        warn(f"warning: seed {seed} belongs to the seeds training runs fly (snn_drone/core/seeds.py); "
+        warn(f"warning: seed {seed} belongs to the seeds training runs fly (snn_drone/core/learning/seeds.py); "
              f"a return scored on it is not a fresh-episode result")
     env = BatchedHoverEnv(episodes, task.load_task_config(task_file), preset, autoreset=False)
     res = evaluate(actor, guide_net, env, warmup, seed=seed)
@@ -64,7 +65,7 @@ def score_checkpoint(checkpoint: str, episodes: int = 500, seed: int | None = No
 
 
 def run(args) -> int:
-    from snn_drone.core.plots import plot_trajectories_3d
+    from snn_drone.core.learning.plots import plot_trajectories_3d
 
     ckpt = Path(args.checkpoint)
     res, env, used = score_checkpoint(args.checkpoint, args.episodes, args.seed, args.guide, args.task,
@@ -96,7 +97,7 @@ def _run_config(ckpt: Path) -> dict:
     checkpoints/, 'controller')."""
     import yaml
 
-    from snn_drone.core.training import default_config_path
+    from snn_drone.core.learning.train_config import default_config_path
     cfg = ckpt.parent / "config.yaml"
     if not cfg.is_file():
         cfg = default_config_path()
@@ -105,6 +106,6 @@ def _run_config(ckpt: Path) -> dict:
 
 def _task_file(run_cfg: dict) -> str | None:
     """The run's task file (None: config/task.yaml)."""
-    from snn_drone.core.training import resolve_path
+    from snn_drone.core.common.config import resolve_path
     task_file = run_cfg.get("task_config") or None
     return str(resolve_path(task_file)) if task_file else None

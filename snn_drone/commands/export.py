@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from snn_drone.core.checkpoint import load_policy
-from snn_drone.core.params import load_preset
+from snn_drone.core.learning.checkpoint import load_policy
+from snn_drone.core.sim.params import load_preset
 
 
 def register(subparsers) -> None:
@@ -16,10 +16,10 @@ def register(subparsers) -> None:
         description="Export a spiking-actor checkpoint for onboard inference. --format c writes "
                     "snn_actor.h (API: snn_reset, snn_step), snn_actor_weights.h (float32 parameters) "
                     "and snn_actor.c (C99, no malloc, only tanhf from libm), bit-exact with the torch "
-                    "actor summed in the same order (snn_drone.core.export_c.sequential_step). "
+                    "actor summed in the same order (snn_drone.core.deploy.export_c.sequential_step). "
                     "--format nir writes snn_actor.nir for neuromorphic toolchains: Affine -> LI -> "
                     "Threshold with the subtract reset as a Scale(-threshold) feedback edge (see "
-                    "snn_drone/core/export_nir.py).",
+                    "snn_drone/core/deploy/export_nir.py).",
         epilog="Build the C files with any C99 compiler, without -ffast-math, e.g. "
                "`gcc -std=c99 -O2 -c snn_actor.c`. firmware/README.md shows how they fit a Crazyflie app.")
     p.add_argument("checkpoint", help="spiking-actor checkpoint (.pt, written by save_actor / training)")
@@ -37,14 +37,14 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(ckpt)
     out = Path(args.out) if args.out else ckpt.parent / f"{ckpt.stem}_export"
     if args.format == "c":
-        from snn_drone.core.export_c import export_c, footprint_bytes
+        from snn_drone.core.deploy.export_c import export_c, footprint_bytes
         paths = export_c(policy, out, source=ckpt.name)
         size = footprint_bytes(policy)
         for path in paths:
             print(path)
         print(f"weights_flash_bytes={size['weights_flash']} state_ram_bytes={size['state_ram']}")
     else:
-        from snn_drone.core.export_nir import export_nir
+        from snn_drone.core.deploy.export_nir import export_nir
         dt = args.dt if args.dt is not None else load_preset().dt_s
         print(export_nir(policy, out / "snn_actor.nir", dt_s=dt, source=ckpt.name))
     return 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from snn_drone.core.neurobench_metrics import (default_observations, load_observations,
+from snn_drone.core.snn.neurobench_metrics import (default_observations, load_observations,
                                                measure_actor)
-from snn_drone.core.spiking_actor import load_actor
+from snn_drone.core.snn.spiking_actor import load_actor
 
 
 def register(subparsers) -> None:

@@ -10,9 +10,9 @@ import argparse
 
 import numpy as np
 
-from ..core.layout import ACTION_DIM, STATE_DIM, STATE_FIELDS
-from ..core.params import DEFAULT_PRESET, load_preset
-from ..core.validation import check_array
+from ..core.common.layout import ACTION_DIM, STATE_DIM, STATE_FIELDS
+from ..core.sim.params import DEFAULT_PRESET, load_preset
+from ..core.common.validation import check_array
 
 
 def register(subparsers) -> None:
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 
 def load_inputs(path: str) -> tuple[np.ndarray, np.ndarray]:
     """state0 [B, 17] and actions [T, B, 4] from an npz file, checked."""
-    from ..core.dynamics import ACTION_FIELDS  # imports torch: not at `snn-drone --help` time
+    from ..core.sim.dynamics import ACTION_FIELDS  # imports torch: not at `snn-drone --help` time
 
     with np.load(path) as data:
         for key in ("state0", "actions"):
@@ -64,7 +64,7 @@ def simulate(preset: str, state0: np.ndarray, actions: np.ndarray, backend: str 
     if backend == "batched":
         import torch
 
-        from ..core.dynamics import QuadrotorDynamics
+        from ..core.sim.dynamics import QuadrotorDynamics
 
         dyn = QuadrotorDynamics(params, device=device, dtype=torch.float64)
         s = torch.as_tensor(state0, dtype=torch.float64, device=dyn.device)
@@ -75,7 +75,7 @@ def simulate(preset: str, state0: np.ndarray, actions: np.ndarray, backend: str 
             out[t] = s
         states[1:] = out.cpu().numpy()
     elif backend == "pybullet":
-        from ..core.pybullet_world import PybulletWorld
+        from ..core.sim.pybullet_world import PybulletWorld
 
         with PybulletWorld(params, state0.shape[0], ground=ground, substeps=substeps) as world:
             world.reset(state0)

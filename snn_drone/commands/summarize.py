@@ -125,7 +125,7 @@ def _mean_std1(xs) -> str:
 def run(args) -> int:
     thresholds = args.threshold or [100.0, 400.0]
     if args.plot:
-        from snn_drone.core.plots import plot_variant_curves
+        from snn_drone.core.learning.plots import plot_variant_curves
         groups: dict[str, list] = {}
         for r in args.runs:
             groups.setdefault(variant_of(Path(r))[0], []).append(eval_curve(Path(r)))

@@ -62,8 +62,8 @@ def register(sub) -> None:
 
 
 def _build(args, default_config: Path, defaults: dict | None = None):
-    from snn_drone.core.slope_schedules import parse_slope_spec
-    from snn_drone.core.training import load_train_config
+    from snn_drone.core.snn.slope_schedules import parse_slope_spec
+    from snn_drone.core.learning.train_config import load_train_config
     over = dict(defaults or {})
     for key in ("seed", "epochs", "algo", "actor"):
         if getattr(args, key, None) is not None:
@@ -88,7 +88,8 @@ def _run_name(cfg) -> str:
 
 
 def run_train(args) -> int:
-    from snn_drone.core.training import Trainer, default_config_path
+    from snn_drone.core.learning.trainer import Trainer
+    from snn_drone.core.learning.train_config import default_config_path
     cfg = _build(args, default_config_path())
     out = Path(args.out or Path("runs") / _run_name(cfg))
     bags = getattr(args, "from_bags", None)
@@ -108,8 +109,9 @@ def run_train(args) -> int:
 
 
 def run_train_guide(args) -> int:
-    from snn_drone.core import config
-    from snn_drone.core.training import Trainer, package_root
+    from snn_drone.core.common import config
+    from snn_drone.core.learning.trainer import Trainer
+    from snn_drone.core.common.config import package_root
     cfg = _build(args, config.config_dir() / "guide.yaml")
     out = Path(args.out or Path("runs") / f"guide-s{cfg.seed}")
     trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from snn_drone.core import task
-from snn_drone.core.params import QuadrotorParams
-from snn_drone.core.task import TaskConfig
+from snn_drone.core.env import task
+from snn_drone.core.sim.params import QuadrotorParams
+from snn_drone.core.env.task import TaskConfig
 
 
 class LiveActionHistory:

@@ -11,11 +11,12 @@ import torch
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, UInt8MultiArray
 
-from snn_drone.core import task
-from snn_drone.core.checkpoint import load_policy
-from snn_drone.core.params import load_preset
-from snn_drone.core.rollout import actor_input
-from snn_drone.core.training import make_actor, resolve_path
+from snn_drone.core.env import task
+from snn_drone.core.learning.checkpoint import load_policy
+from snn_drone.core.sim.params import load_preset
+from snn_drone.core.learning.rollout import actor_input
+from snn_drone.core.learning.train_config import make_actor
+from snn_drone.core.common.config import resolve_path
 
 from . import arrays
 from .action_history import LiveActionHistory

@@ -55,10 +55,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from snn_drone.core import layout
-from snn_drone.core.layout import Field, describe
-from snn_drone.core.sequence_replay import Sequences
-from snn_drone.core.validation import check_array
+from snn_drone.core.common import layout
+from snn_drone.core.common.layout import Field, describe
+from snn_drone.core.learning.sequence_replay import Sequences
+from snn_drone.core.common.validation import check_array
 
 STEP_MODULUS = 2 ** 24
 """Step stamps wrap here: every integer below it is exact in float32."""
@@ -303,7 +303,7 @@ def unpack_sequences(msg, length: int | None = None, device="cpu") -> tuple[Sequ
 def pack_weights(policy: torch.nn.Module, version: int):
     """A policy (spiking actor or MLP) -> UInt8MultiArray: 8 bytes version (uint64 LE) + save_policy bytes."""
     from std_msgs.msg import MultiArrayDimension, UInt8MultiArray
-    from snn_drone.core.checkpoint import save_policy
+    from snn_drone.core.learning.checkpoint import save_policy
     with tempfile.TemporaryDirectory() as d:
         path = save_policy(Path(d) / "policy.pt", policy)
         body = path.read_bytes()
@@ -318,7 +318,7 @@ def pack_weights(policy: torch.nn.Module, version: int):
 
 def unpack_weights(msg, map_location="cpu") -> tuple[int, torch.nn.Module]:
     """UInt8MultiArray from :func:`pack_weights` -> (version, policy)."""
-    from snn_drone.core.checkpoint import load_policy
+    from snn_drone.core.learning.checkpoint import load_policy
     raw = bytes(msg.data)
     offset = int(msg.layout.data_offset)
     if offset != 8 or len(raw) <= 8:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from snn_drone.core.sequence_replay import Sequences
+from snn_drone.core.learning.sequence_replay import Sequences
 
 from . import arrays
 

@@ -1,18 +1,18 @@
 """crazyflie_bridge: one real Crazyflie on the graph, in place of sim_node (cflib over a Crazyradio).
 
-- State: cflib log blocks at 100 Hz (core/crazyflie_state.py: float or compressed variant) become
+- State: cflib log blocks at 100 Hz (core/deploy/crazyflie_state.py: float or compressed variant) become
   the batched ``state`` topic with one row, exactly like sim_node's (17 state values, the
   ``episode_step`` since the policy took over, the last streamed action); crazyswarm2-style
   ``<robot>/pose`` (PoseStamped, world) and ``<robot>/odom`` (Odometry: twist in the body frame).
 - Motors: while the policy flies (service ``start_policy``), each ``motor_cmd`` is mapped to the
-  firmware's normalised thrusts (core/motor_mapping.py) and streamed to the snn_motor app
-  (firmware/) as one app-channel packet (core/motor_packet.py); the app's watchdog stops or hands
+  firmware's normalised thrusts (core/deploy/motor_mapping.py) and streamed to the snn_motor app
+  (firmware/) as one app-channel packet (core/deploy/motor_packet.py); the app's watchdog stops or hands
   back within 50 ms if packets stop. ``stop_policy`` sends the stop packet: the stock controller
   holds position.
 - Flight services (std_srvs/Trigger, high-level commander): ``takeoff``, ``land``,
   ``emergency_stop``, ``start_policy``, ``stop_policy``; ``arm`` (std_srvs/SetBool).
 - Motion capture: with ``mocap_topic`` set, PoseStamped messages are forwarded as external pose.
-- Safety (core/safety.py, config/safety.yaml): every state sample and a 50 Hz timer check the
+- Safety (core/deploy/safety.py, config/safety.yaml): every state sample and a 50 Hz timer check the
   geofence, tilt, state age, battery and link; a trip lands (stop streaming + high-level land) or
   stops (emergency stop) as configured, is logged, and is published on ``safety/status`` (JSON).
   A ``motor_cmd`` flagged safe (the jump-start watchdog lost the state) ends streaming and lands.
@@ -33,14 +33,14 @@ from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
-from snn_drone.core import layout
-from snn_drone.core.config import config_dir, from_dict
-from snn_drone.core.crazyflie_state import LogAssembler, RotorSpeedEstimate, log_blocks, state_from_log
-from snn_drone.core.motor_mapping import MotorMappingConfig, action_to_ratio
-from snn_drone.core.motor_packet import MotorPacketStream
-from snn_drone.core.params import load_preset
-from snn_drone.core.robot_config import load_crazyflies
-from snn_drone.core.safety import SafetySupervisor, load_safety_config
+from snn_drone.core.common import layout
+from snn_drone.core.common.config import config_dir, from_dict
+from snn_drone.core.deploy.crazyflie_state import LogAssembler, RotorSpeedEstimate, log_blocks, state_from_log
+from snn_drone.core.deploy.motor_mapping import MotorMappingConfig, action_to_ratio
+from snn_drone.core.deploy.motor_packet import MotorPacketStream
+from snn_drone.core.sim.params import load_preset
+from snn_drone.core.deploy.robot_config import load_crazyflies
+from snn_drone.core.deploy.safety import SafetySupervisor, load_safety_config
 
 from . import arrays
 from .node_runtime import LIVE_QOS, declare, declare_train_config, report_trips, run_node

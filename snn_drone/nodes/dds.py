@@ -24,7 +24,7 @@ PROFILE_FILE = "fastdds_localhost.xml"
 
 def localhost_profile() -> Path:
     """The package's loopback-only Fast DDS profile (config/fastdds_localhost.xml)."""
-    from snn_drone.core.config import config_dir
+    from snn_drone.core.common.config import config_dir
     path = config_dir() / PROFILE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"Fast DDS profile {path} is missing (expected next to config/train.yaml)")

@@ -10,9 +10,9 @@ import torch
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray
 
-from snn_drone.core import task
-from snn_drone.core.params import load_preset
-from snn_drone.core.training import load_guide
+from snn_drone.core.env import task
+from snn_drone.core.sim.params import load_preset
+from snn_drone.core.learning.train_config import load_guide
 
 from . import arrays
 from .action_history import LiveActionHistory

@@ -17,8 +17,8 @@ import torch
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, Int32, String
 
-from snn_drone.core.jsrl import jump_start_action
-from snn_drone.core.layout import ACTION_DIM
+from snn_drone.core.learning.jsrl import jump_start_action
+from snn_drone.core.common.layout import ACTION_DIM
 
 from . import arrays
 from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, receive, run_node

@@ -12,7 +12,7 @@ import yaml
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from snn_drone.core.training import TrainConfig, load_train_config
+from snn_drone.core.learning.train_config import TrainConfig, load_train_config
 
 LIVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
@@ -82,8 +82,8 @@ def declare_train_config(node) -> TrainConfig:
 
 def task_config(cfg: TrainConfig):
     """The task constants the config names (relative paths: to the package root), as the Trainer loads them."""
-    from snn_drone.core import task
-    from snn_drone.core.training import resolve_path
+    from snn_drone.core.env import task
+    from snn_drone.core.common.config import resolve_path
     return task.load_task_config(resolve_path(cfg.task_config) if cfg.task_config else None)
 
 

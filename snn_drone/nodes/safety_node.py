@@ -1,4 +1,4 @@
-"""safety_node: the flight safety supervisor (core/safety.py) on the graph, for drones without one of
+"""safety_node: the flight safety supervisor (core/deploy/safety.py) on the graph, for drones without one of
 their own (fly_real backend:=sim; on hardware crazyflie_bridge runs the same supervisor itself, with
 the battery and radio-link checks that only a real drone has).
 
@@ -19,8 +19,8 @@ import yaml
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, String
 
-from snn_drone.core.flight import AIRBORNE
-from snn_drone.core.safety import SafetySupervisor, load_safety_config
+from snn_drone.core.deploy.flight import AIRBORNE
+from snn_drone.core.deploy.safety import SafetySupervisor, load_safety_config
 
 from . import arrays
 from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, receive, report_trips, run_node

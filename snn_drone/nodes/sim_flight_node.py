@@ -1,6 +1,6 @@
 """sim_flight_node: a simulated Crazyflie in real time, in place of crazyflie_bridge (fly_real backend:=sim).
 
-It flies one (or B) drones of the training dynamics through the phases of core/flight.py (ground,
+It flies one (or B) drones of the training dynamics through the phases of core/deploy/flight.py (ground,
 take-off, policy, landing, stopped) at the model's dt of wall-clock time and offers the bridge's
 interface:
 
@@ -34,9 +34,9 @@ from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
-from snn_drone.core import layout
-from snn_drone.core.flight import FlightConfig, FlightSim
-from snn_drone.core.params import load_preset
+from snn_drone.core.common import layout
+from snn_drone.core.deploy.flight import FlightConfig, FlightSim
+from snn_drone.core.sim.params import load_preset
 
 from . import arrays
 from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, receive, run_node, task_config

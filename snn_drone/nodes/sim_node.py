@@ -21,9 +21,9 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float32, Float32MultiArray
 
-from snn_drone.core.batched_env import BatchedHoverEnv
-from snn_drone.core.layout import ACTION_DIM
-from snn_drone.core.sequence_replay import EpisodeSlicer, Sequences
+from snn_drone.core.env.batched_env import BatchedHoverEnv
+from snn_drone.core.common.layout import ACTION_DIM
+from snn_drone.core.learning.sequence_replay import EpisodeSlicer, Sequences
 
 from . import arrays
 from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, receive, run_node, task_config

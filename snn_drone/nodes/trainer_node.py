@@ -18,8 +18,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float32, Float32MultiArray, Int32, String, UInt8MultiArray
 
-from snn_drone.core.sequence_replay import Sequences
-from snn_drone.core.training import Trainer
+from snn_drone.core.learning.sequence_replay import Sequences
+from snn_drone.core.learning.trainer import Trainer
 
 from . import arrays
 from .bag_io import load_rollouts

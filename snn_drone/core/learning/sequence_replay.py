@@ -13,7 +13,7 @@ A stored sequence holds what was flown, not what is derived from it:
 - ``start_step``   []         the episode step of s_0.
 
 Observations, privileged observations and rewards are recomputed at sampling time with the task's
-one definition of each (``snn_drone.core.task``), so the curriculum's current coefficients score
+one definition of each (``snn_drone.core.env.task``), so the curriculum's current coefficients score
 old data too, and a recorded flight is training data exactly like a simulated rollout.
 
 Sizes: with T = 100, one sequence takes ~10.8 kB in float32 (states dominate); with stride 50 each
@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 import torch
 
-from . import layout
-from .validation import check_array
+from ..common import layout
+from ..common.validation import check_array
 
 
 @dataclass

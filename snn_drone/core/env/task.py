@@ -51,9 +51,9 @@ from typing import Literal
 
 import torch
 
-from . import config
-from .layout import ACTION_DIM, ANGVEL, OBS_DIM, POS, QUAT, ROTOR, STATE_DIM, VEL
-from .params import QuadrotorParams
+from ..common import config
+from ..common.layout import ACTION_DIM, ANGVEL, OBS_DIM, POS, QUAT, ROTOR, STATE_DIM, VEL
+from ..sim.params import QuadrotorParams
 
 OrientationCost = Literal["rotation_angle_squared", "one_minus_w_squared", "public_code"]
 ActionHistoryFill = Literal["rotor_speed", "hover", "zero"]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .config import from_dict, to_dict
+from ..common.config import from_dict, to_dict
 from .networks import MLPPolicy, MLPPolicyConfig
-from .spiking_actor import SpikingActor, SpikingActorConfig, load_actor, save_actor
+from ..snn.spiking_actor import SpikingActor, SpikingActorConfig, load_actor, save_actor
 
 MLP_KIND = "snn_drone.MLPPolicy"
 SNN_KIND = "snn_drone.SpikingActor"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import config
+from ..common import config
 
 DEFAULT_PRESET = "cf21_paper"
 

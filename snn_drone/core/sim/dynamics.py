@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import torch
 
-from .layout import ACTION_DIM, ANGVEL, POS, QUAT, ROTOR, STATE_DIM, STATE_FIELDS, VEL, Field
+from ..common.layout import ACTION_DIM, ANGVEL, POS, QUAT, ROTOR, STATE_DIM, STATE_FIELDS, VEL, Field
 from .params import QuadrotorParams
-from .validation import check_array
+from ..common.validation import check_array
 
 # Layout of the action for error messages (4 motor commands in [-1, 1], l2f rotor order).
 ACTION_FIELDS: tuple[Field, ...] = (Field("motor_command", ACTION_DIM, "1, [-1, 1]", "rotor"),)

@@ -3,8 +3,8 @@ of fly_real).
 
 On hardware the Crazyflie's high-level commander flies take-off and landing with the stock
 controller and the policy gets the motors in between (snn_drone/nodes/crazyflie_bridge.py). Here
-the geometric controller (core/controller.py) stands in for the stock controller and flies the same
-smooth set-point ramps, on the same dynamics model as training (core/dynamics.py). Phases:
+the geometric controller (core/sim/controller.py) stands in for the stock controller and flies the same
+smooth set-point ramps, on the same dynamics model as training (core/sim/dynamics.py). Phases:
 
 - ``ground``: at rest on the ground, motors off (action -1);
 - ``takeoff``: the controller follows a ramp from the ground to the target in ``takeoff_duration_s``
@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 import torch
 
-from . import layout, task
-from .controller import GeometricController
-from .dynamics import QuadrotorDynamics
-from .params import QuadrotorParams
+from ..common import layout
+from ..env import task
+from ..sim.controller import GeometricController
+from ..sim.dynamics import QuadrotorDynamics
+from ..sim.params import QuadrotorParams
 
 PHASES = ("ground", "takeoff", "policy", "landing", "stopped")
 AIRBORNE = ("takeoff", "policy", "landing")

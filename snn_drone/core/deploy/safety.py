@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import layout
-from .config import config_dir, load
+from ..common import layout
+from ..common.config import config_dir, load
 
 SEVERITY = {"none": 0, "warn": 1, "land": 2, "stop": 3}
 ACTIONS = ("warn", "land", "stop")

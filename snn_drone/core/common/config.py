@@ -21,6 +21,21 @@ T = TypeVar("T")
 PACKAGE = "snn_drone"
 
 
+def package_root() -> Path:
+    """The source tree's root (the folder holding config/, checkpoints/, launch/)."""
+    return Path(__file__).resolve().parents[3]
+
+
+def resolve_path(p: str) -> Path:
+    """``p`` as given if it exists (or is absolute), else relative to the package root."""
+    path = Path(p)
+    if not path.is_absolute() and not path.exists():
+        cand = package_root() / path
+        if cand.exists():
+            return cand
+    return path
+
+
 def config_dir() -> Path:
     """The package's config/ folder.
 
@@ -30,7 +45,7 @@ def config_dir() -> Path:
     env = os.environ.get("SNN_DRONE_CONFIG_DIR")
     if env:
         return Path(env)
-    src = Path(__file__).resolve().parents[2] / "config"
+    src = package_root() / "config"
     if src.is_dir():
         return src
     for prefix in (sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):

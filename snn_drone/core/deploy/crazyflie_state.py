@@ -29,10 +29,10 @@ from typing import Literal, Mapping
 
 import numpy as np
 
-from . import layout
-from .dynamics import rotor_speed_rk4, rotor_speed_setpoint
-from .params import QuadrotorParams
-from .validation import check_array
+from ..common import layout
+from ..sim.dynamics import rotor_speed_rk4, rotor_speed_setpoint
+from ..sim.params import QuadrotorParams
+from ..common.validation import check_array
 
 Variant = Literal["float", "compressed"]
 

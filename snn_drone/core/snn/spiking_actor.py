@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import layout
-from .config import from_dict, to_dict
+from ..common import layout
+from ..common.config import from_dict, to_dict
 from .lif import LIF, LIFState
-from .validation import check_array
+from ..common.validation import check_array
 
 
 @dataclass

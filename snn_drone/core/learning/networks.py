@@ -13,8 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from . import layout
-from .validation import check_array
+from ..common import layout
+from ..common.validation import check_array
 
 
 def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation=nn.ReLU) -> nn.Sequential:

@@ -23,7 +23,7 @@ MAX_EVALUATIONS = 10_000
 def _check_run_seed(run_seed: int) -> int:
     if not 0 <= run_seed <= MAX_RUN_SEED:
         raise ValueError(f"run seed {run_seed} outside [0, {MAX_RUN_SEED}]: its evaluation seeds would "
-                         f"overlap another family's (snn_drone/core/seeds.py)")
+                         f"overlap another family's (snn_drone/core/learning/seeds.py)")
     return run_seed
 
 

@@ -3,12 +3,12 @@
 * ``SnnDrone/CrazyflieHover-v0``: :class:`HoverEnv`, one drone, ``backend="batched"`` (torch
   dynamics) or ``"pybullet"``; passes ``gymnasium.utils.env_checker.check_env`` with both.
 * The same id vectorises through its vector entry point, :class:`HoverVectorEnv`: B drones in one
-  :class:`~snn_drone.core.batched_env.BatchedHoverEnv`, finished drones reset individually.
+  :class:`~snn_drone.core.env.batched_env.BatchedHoverEnv`, finished drones reset individually.
 
 Use::
 
     import gymnasium as gym
-    import snn_drone.core.envs  # registers the id (or: gym.make("snn_drone.core.envs:SnnDrone/CrazyflieHover-v0"))
+    import snn_drone.core.env.gym_envs  # registers the id (or: gym.make("snn_drone.core.env.gym_envs:SnnDrone/CrazyflieHover-v0"))
     env = gym.make("SnnDrone/CrazyflieHover-v0", backend="pybullet")
     vec = gym.make_vec("SnnDrone/CrazyflieHover-v0", num_envs=1024)   # HoverVectorEnv
 
@@ -27,11 +27,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .batched_env import Backend, BatchedHoverEnv
-from .dynamics import ACTION_FIELDS
-from .layout import ACTION_DIM, OBS_DIM
-from .params import QuadrotorParams
+from ..sim.dynamics import ACTION_FIELDS
+from ..common.layout import ACTION_DIM, OBS_DIM
+from ..sim.params import QuadrotorParams
 from .task import TaskConfig, load_task_config
-from .validation import check_array
+from ..common.validation import check_array
 
 ENV_ID = "SnnDrone/CrazyflieHover-v0"
 

@@ -41,9 +41,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import layout
+from ..common import layout
 from .spiking_actor import SpikingActor
-from .validation import check_array
+from ..common.validation import check_array
 
 PJ_PER_MJ = 1e9
 
@@ -241,7 +241,8 @@ def default_observations(steps: int, batch: int, seed: int = 0, obs_dim: int = l
     These are states a controller meets at episode starts, but independent from step to step;
     closed-loop flights give smoother sequences (pass recorded ones with ``--obs``).
     """
-    from . import params as quad_params, task   # the task owns the state distribution and observation
+    from ..sim import params as quad_params
+    from ..env import task   # the task owns the state distribution and observation
 
     if obs_dim != layout.OBS_DIM:
         raise ValueError(f"default observations have the task's {layout.OBS_DIM} fields "

@@ -1,209 +1,35 @@
 """The training loop: collect with jump-start rollouts (or read a fixed data set), update with the
 TD3BC learner, evaluate, adapt the slope, checkpoint atomically, resume.
 
-Algorithms (``TrainConfig.algo``), all through the same learner:
-
-- ``td3bc_jsrl``: the paper's method. Online; the guide flies each episode's first steps on the
-  hand-over schedule; actor loss -lambda Q + lambda_BC BC.
-- ``td3``: online, no guide at all (the actor flies from step 0), actor loss -lambda Q.
-- ``td3bc`` / ``bc``: offline, from a fixed data set of guide rollouts; -lambda Q + BC / BC only.
-- Table 4 ablations: ``td3bc_jsrl`` with ``jump_start: false`` (BC only: the guide never flies but
-  still labels every state) and/or ``learner.use_bc: false`` (JS only).
-
 An epoch collects ``steps_per_epoch`` control steps of all ``num_drones`` drones (online) and then
-runs ``updates_per_epoch`` gradient updates on ``batch_sequences`` replayed sequences.
+runs ``updates_per_epoch`` gradient updates on ``batch_sequences`` replayed sequences. What a run
+writes besides its checkpoint (metrics, TensorBoard, config.yaml, plots) is :mod:`.run_log`'s job.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
-from . import config, seeds, task
-from .batched_env import BatchedHoverEnv
-from .checkpoint import atomic_torch_save, load_policy, save_policy
-from .controller import GeometricController
-from .jsrl import HorizonConfig
-from .learner import LearnerConfig, TD3BCLearner, derive_batch
+from ..common import config
+from ..common.config import resolve_path
+from ..env import task
+from ..env.batched_env import BatchedHoverEnv
+from ..snn.slope_schedules import make_slope_schedule
+from . import seeds
+from .checkpoint import atomic_torch_save, save_policy
+from .learner import TD3BCLearner, derive_batch
 from .malloc_tuning import retain_freed_memory
-from .networks import CriticConfig, MLPPolicy, MLPPolicyConfig, TwinCritic, init_output_layer
-from .params import load_preset
+from .networks import TwinCritic
 from .rollout import EvalResult, JumpStartRollout, evaluate
-from .sequence_replay import SequenceConfig, SequenceReplay, Sequences
-from .slope_schedules import SlopeScheduleConfig, make_slope_schedule
-from .spiking_actor import SpikingActor, SpikingActorConfig
-
-Algo = Literal["td3bc_jsrl", "td3", "td3bc", "bc"]
-ActorKind = Literal["snn", "ann", "ann_history"]
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; config/train.yaml holds the defaults of `snn-drone train`."""
-
-    algo: Algo = "td3bc_jsrl"
-    """td3bc_jsrl (the paper), td3 (online, no guide), td3bc or bc (offline from guide rollouts)."""
-    actor: ActorKind = "snn"
-    """snn (the spiking actor), ann (MLP on the 18 observations) or ann_history (MLP on the 146 privileged)."""
-    jump_start: bool = True
-    """td3bc_jsrl only: the guide flies each episode's first steps (False: the BC-only ablation)."""
-    seed: int = 0
-    """Seeds torch, numpy, the envs and the initialisation."""
-    preset: str = "cf21_paper"
-    """Quadrotor model preset (config/presets)."""
-    task_config: str = ""
-    """Task YAML (empty: config/task.yaml)."""
-    device: str = "cpu"
-    """torch device for env, networks and replay."""
-    threads: int = 0
-    """torch intra-op threads (0: torch's default)."""
-    num_drones: int = 64
-    """Drones flown in parallel by the training rollouts."""
-    epochs: int = 300
-    """Training epochs."""
-    steps_per_epoch: int = 50
-    """Control steps of all drones collected per epoch (online algorithms)."""
-    updates_per_epoch: int = 10
-    """Gradient updates per epoch."""
-    batch_sequences: int = 32
-    """Sequences per gradient update (each `sequences.length` steps)."""
-    min_replay_sequences: int = 64
-    """Updates start once the replay holds this many sequences."""
-    offline_episodes: int = 200
-    """td3bc/bc: guide episodes in the fixed data set."""
-    offline_noise: float = 0.1
-    """td3bc/bc: exploration noise of the guide while recording the data set."""
-    init_actor_at_hover: bool = False
-    """Start the actor's tanh readout at the preset's hover action (small weights, bias atanh(hover))."""
-    guide: str = "checkpoints/guide.pt"
-    """Guide policy checkpoint (relative paths: to the package root), used by every algorithm but td3;
-    'controller' uses the hand-written geometric controller (how the ANN guide itself is trained)."""
-    eval_every: int = 10
-    """Evaluate (and update the slope schedule) every this many epochs."""
-    eval_episodes: int = 20
-    """Episodes per training evaluation, from fresh initial states every time (seeds.training_eval_seed):
-    the progress curve and the adaptive slope (Eq. 7) read them."""
-    validation_episodes: int = 100
-    """Episodes of the run's fixed validation set (seeds.validation_seed), flown at every evaluation:
-    actor_best.pt is the actor with the best validation return (0: the training evaluation picks it)."""
-    checkpoint_every_s: float = 120.0
-    """Seconds between checkpoints (also written after every evaluation and at the end)."""
-    survival_steps: int = 100
-    """Evaluations report eval_survival: the fraction of episodes flying at least this many steps
-    (the guide's criterion: 95% of 100 random initial states survive 100 steps)."""
-    stop_survival_fraction: float = 0.0
-    """Stop early once eval_survival reaches this fraction (0: never)."""
-    learner: LearnerConfig = field(default_factory=LearnerConfig)
-    critic: CriticConfig = field(default_factory=CriticConfig)
-    sequences: SequenceConfig = field(default_factory=SequenceConfig)
-    horizon: HorizonConfig = field(default_factory=HorizonConfig)
-    slope: SlopeScheduleConfig = field(default_factory=SlopeScheduleConfig)
-    snn: SpikingActorConfig = field(default_factory=SpikingActorConfig)
-    ann: MLPPolicyConfig = field(default_factory=lambda: MLPPolicyConfig(inputs="observation", hidden=(64, 64)))
-
-    def __post_init__(self):
-        if self.algo == "td3" and self.learner.use_bc:
-            self.learner = dataclasses.replace(self.learner, use_bc=False)
-        if self.algo == "bc":
-            self.learner = dataclasses.replace(self.learner, use_q=False)
-        if self.actor == "ann_history":
-            self.ann = dataclasses.replace(self.ann, inputs="privileged")
-        elif self.actor == "ann":
-            self.ann = dataclasses.replace(self.ann, inputs="observation")
-        warmups = {"learner.warmup": self.learner.warmup, "sequences.warmup": self.sequences.warmup,
-                   "horizon.warmup": self.horizon.warmup}
-        if len(set(warmups.values())) > 1:
-            raise ValueError("the warm-up is one value but the config gives "
-                             + ", ".join(f"{k} = {v}" for k, v in warmups.items())
-                             + ": set all three to the same number of steps")
-        seeds._check_run_seed(self.seed)
-
-    @property
-    def online(self) -> bool:
-        return self.algo in ("td3bc_jsrl", "td3")
-
-    @property
-    def needs_guide(self) -> bool:
-        return self.algo != "td3"
-
-    @property
-    def uses_slope(self) -> bool:
-        return self.actor == "snn"
-
-    @property
-    def deployed_warmup(self) -> int:
-        """Steps the guide flies before the hand-over when the actor is deployed (and evaluated)."""
-        return deployed_warmup(self.algo, self.actor, self.horizon.warmup)
-
-
-def deployed_warmup(algo: str, actor: str, warmup: int) -> int:
-    """The guide flies the deployed warm-up of a spiking actor trained with a guide; an actor trained
-    without a guide (td3) or without hidden state (an ANN) flies from the episode's first step."""
-    return warmup if algo != "td3" and actor == "snn" else 0
-
-
-def package_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def resolve_path(p: str) -> Path:
-    path = Path(p)
-    if not path.is_absolute() and not path.exists():
-        cand = package_root() / path
-        if cand.exists():
-            return cand
-    return path
-
-
-def default_config_path() -> Path:
-    return config.config_dir() / "train.yaml"
-
-
-def load_train_config(path=None, overrides: dict | None = None) -> TrainConfig:
-    """Defaults, then the YAML (default config/train.yaml), then ``overrides`` (dotted keys allowed)."""
-    data = config.load_yaml(path or default_config_path())
-    for k, v in (overrides or {}).items():
-        d = data
-        *parents, last = k.split(".")
-        for p in parents:
-            d = d.setdefault(p, {})
-        d[last] = v
-    return config.from_dict(TrainConfig, data, source=str(path or default_config_path()))
-
-
-def load_guide(spec: str, preset: str, device="cpu") -> torch.nn.Module:
-    """The guide: a policy checkpoint, or 'controller' for the geometric hover controller."""
-    if spec == "controller":
-        return GeometricController(load_preset(preset)).to(device)
-    return load_policy(resolve_path(spec), map_location=device).requires_grad_(False)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def make_actor(cfg: TrainConfig) -> torch.nn.Module:
-    if cfg.actor == "snn":
-        actor = SpikingActor(dataclasses.replace(cfg.snn, seed=cfg.seed if cfg.snn.seed is None else cfg.snn.seed))
-        readout = actor.readout
-    else:
-        actor = MLPPolicy(cfg.ann)
-        readout = actor.net[-1]
-    if cfg.init_actor_at_hover:
-        init_output_layer(readout, load_preset(cfg.preset).hover_action)
-    return actor
-
+from .run_log import RunLog, progress_postfix
+from .sequence_replay import SequenceReplay, Sequences
+from .train_config import TrainConfig, load_guide, make_actor, seed_everything
 
 class Trainer:
     """One training run in ``out_dir``: ``run()`` trains to ``cfg.epochs``; resumable.
@@ -260,14 +86,14 @@ class Trainer:
         self.history: list[dict] = []
         self.best_return = -math.inf
         self.wall_s = 0.0
-        self._writer = None
+        self.records = RunLog(self.out, log)
         self._ingested: dict[str, list] = {"returns": [], "lengths": []}
         self._last_ckpt = time.monotonic()
         if resume and (self.out / self.CHECKPOINT).exists():
             self._load()
         elif resume:
             self.log(f"no checkpoint in {self.out}; starting a new run")
-        self._write_config()
+        self.records.write_config(cfg)
 
     # ---- schedule -----------------------------------------------------------------------------
     def guide_steps(self) -> int:
@@ -328,7 +154,8 @@ class Trainer:
                 row = self.train_epoch()
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix_str(self._postfix(row))
+                    bar.set_postfix_str(progress_postfix(
+                        row, self.history[:-1], cfg.uses_slope, self.env_steps, self.learner.updates, self.wall_s))
         finally:
             if bar is not None:
                 bar.close()
@@ -349,7 +176,7 @@ class Trainer:
         row.update(epoch=self.epoch, env_steps=self.env_steps, updates=self.learner.updates,
                    wall_s=round(self.wall_s, 3))
         self.history.append(row)
-        self._log_row(row)
+        self.records.append(row, step=self.learner.updates)
         if "eval_return" in row or time.monotonic() - self._last_ckpt > cfg.checkpoint_every_s:
             self.save()
             self._last_ckpt = time.monotonic()
@@ -371,7 +198,7 @@ class Trainer:
     def finish(self) -> None:
         """Final checkpoint and plots (``run()`` ends with it)."""
         self.save()
-        self._plots()
+        self.records.plot(self.history, title=f"{self.cfg.algo} / {self.cfg.actor}")
 
     def _train_epoch(self) -> dict:
         cfg = self.cfg
@@ -462,48 +289,7 @@ class Trainer:
             self.env_steps += cfg.steps_per_epoch * cfg.num_drones
         self.log(f"offline data set: {episodes} guide episodes, {len(self.replay)} sequences")
 
-    # ---- logging, plots, checkpoints ---------------------------------------------------------
-    def _postfix(self, row: dict) -> str:
-        parts = []
-        if "eval_return" in row:
-            parts.append(f"eval={row['eval_return']:.1f}")
-        elif self.history and any("eval_return" in r for r in self.history):
-            parts.append(f"eval={[r for r in self.history if 'eval_return' in r][-1]['eval_return']:.1f}")
-        if "validation_return" in row:
-            parts.append(f"val={row['validation_return']:.1f}")
-        if "train_return" in row:
-            parts.append(f"ret={row['train_return']:.1f}")
-        if self.cfg.uses_slope:
-            parts.append(f"k={row['slope']:.2f}")
-        parts.append(f"lbc={row['lambda_bc']:.3f}")
-        if "guide_steps" in row:
-            parts.append(f"H={row['guide_steps']}")
-        if self.wall_s > 0:
-            parts.append(f"env/s={self.env_steps / self.wall_s:.0f} upd/s={self.learner.updates / self.wall_s:.1f}")
-        return " ".join(parts)
-
-    def _log_row(self, row: dict) -> None:
-        path = self.out / "metrics.jsonl"
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self._writer = SummaryWriter(str(self.out / "tb"))
-            except Exception as e:  # tensorboard missing: metrics.jsonl still has everything
-                self.log(f"TensorBoard logging off: {e}")
-                self._writer = False
-        if self._writer:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k not in ("epoch",) and math.isfinite(v):
-                    self._writer.add_scalar(k, v, self.learner.updates)
-            self._writer.flush()
-
-    def _write_config(self) -> None:
-        import yaml
-        with open(self.out / "config.yaml", "w") as f:
-            yaml.safe_dump(config.to_dict(self.cfg), f, sort_keys=False)
-
+    # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
             "config": config.to_dict(self.cfg), "epoch": self.epoch, "env_steps": self.env_steps,
@@ -551,10 +337,3 @@ class Trainer:
             random.setstate(sd["rng"]["python"])
         self.log(f"resumed {path} at epoch {self.epoch} ({self.learner.updates} updates, "
                  f"{len(self.replay)} sequences in replay)")
-
-    def _plots(self) -> None:
-        from .plots import plot_training
-        try:
-            plot_training(self.history, self.out / "training.png", title=f"{self.cfg.algo} / {self.cfg.actor}")
-        except Exception as e:  # a plot must never lose a finished run
-            self.log(f"could not draw training plots: {e}")

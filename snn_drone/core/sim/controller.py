@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import layout
+from ..common import layout
 from .params import QuadrotorParams
 
 

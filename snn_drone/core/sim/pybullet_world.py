@@ -34,9 +34,9 @@ import numpy as np
 import pybullet as p
 
 from .dynamics import ACTION_FIELDS, rotor_speed_rk4, rotor_speed_setpoint, rotor_thrust_n
-from .layout import ACTION_DIM, ANGVEL, POS, QUAT, ROTOR, STATE_DIM, STATE_FIELDS, VEL
+from ..common.layout import ACTION_DIM, ANGVEL, POS, QUAT, ROTOR, STATE_DIM, STATE_FIELDS, VEL
 from .params import QuadrotorParams
-from .validation import check_array
+from ..common.validation import check_array
 
 _DRONE_GROUP, _GROUND_GROUP = 2, 1
 _BOX_HALF_EXTENTS_M = (0.046, 0.046, 0.015)  # motor-to-motor ~92 mm, ~30 mm tall

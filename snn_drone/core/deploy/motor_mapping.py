@@ -20,9 +20,9 @@ from typing import Literal
 
 import numpy as np
 
-from .dynamics import rotor_speed_setpoint, rotor_thrust_n
-from .params import QuadrotorParams
-from .validation import check_array
+from ..sim.dynamics import rotor_speed_setpoint, rotor_thrust_n
+from ..sim.params import QuadrotorParams
+from ..common.validation import check_array
 
 
 @dataclass

@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 from . import task
-from .dynamics import ACTION_FIELDS, QuadrotorDynamics
-from .layout import ACTION_DIM, STATE_DIM, STATE_FIELDS
-from .params import QuadrotorParams, load_preset
-from .validation import check_array
+from ..sim.dynamics import ACTION_FIELDS, QuadrotorDynamics
+from ..common.layout import ACTION_DIM, STATE_DIM, STATE_FIELDS
+from ..sim.params import QuadrotorParams, load_preset
+from ..common.validation import check_array
 
 Backend = Literal["batched", "pybullet"]
 
@@ -89,7 +89,7 @@ class BatchedHoverEnv:
         self._dynamics = QuadrotorDynamics(self.params, device=self.device, dtype=dtype)
         self._world = None
         if backend == "pybullet":
-            from .pybullet_world import PybulletWorld  # pybullet only when asked for
+            from ..sim.pybullet_world import PybulletWorld  # pybullet only when asked for
             self._world = PybulletWorld(self.params, self.num_drones, gui=gui, ground=True)
         b, L = self.num_drones, self.cfg.action_history_length
         kw = dict(device=self.device, dtype=dtype)

@@ -25,7 +25,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from . import task
+from ..env import task
 from .networks import TwinCritic
 from .sequence_replay import Sequences, privileged_history
 
@@ -97,7 +97,7 @@ def derive_batch(seqs: Sequences, task_cfg, coeffs, actor_inputs: str, warmup: i
                  actor_warmup: Literal["all", "mid_episode", "none"] = "all") -> Batch:
     """Observations, privileged observations and rewards of stored sequences, time-major.
 
-    Uses the task's one definition of each (``snn_drone.core.task``); the reward of step t scores
+    Uses the task's one definition of each (``snn_drone.core.env.task``); the reward of step t scores
     (s_{t+1}, a_t) with the curriculum coefficients ``coeffs`` and ``task_cfg``'s orientation cost.
 
     ``actor_warmup`` says which sequences' first ``warmup`` steps carry no actor loss:

@@ -39,8 +39,8 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from . import layout
-from .spiking_actor import SpikingActor
+from ..common import layout
+from ..snn.spiking_actor import SpikingActor
 
 
 def _f32(t) -> np.ndarray:

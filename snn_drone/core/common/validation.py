@@ -17,7 +17,7 @@ def check_array(name: str, x, shape: tuple, fields: tuple[Field, ...] | None = N
                 finite: bool = True) -> None:
     """Raise ValueError unless ``x`` has ``shape`` (None = any size) and, if ``finite``, no NaN/inf.
 
-    ``fields`` (a layout from snn_drone.core.layout) is quoted when the last axis is wrong and is
+    ``fields`` (a layout from snn_drone.core.common.layout) is quoted when the last axis is wrong and is
     used to name the field holding a non-finite value.
     """
     if not hasattr(x, "shape"):

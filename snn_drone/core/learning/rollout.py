@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import seeds, task
-from .batched_env import BatchedHoverEnv
+from . import seeds
+from ..env import task
+from ..env.batched_env import BatchedHoverEnv
 from .jsrl import jump_start_action
-from .layout import ACTION_DIM, POS
+from ..common.layout import ACTION_DIM, POS
 from .sequence_replay import EpisodeSlicer, SequenceConfig, Sequences
 
 

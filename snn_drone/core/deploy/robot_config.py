@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import load_yaml
+from ..common.config import load_yaml
 
 _URI = re.compile(r"^(radio://\d+/\d{1,3}/(250K|1M|2M)(/[0-9A-Fa-f]{10})?|usb://\d+|udp://[^\s]+|sim://[^\s]*)$")
 
