@@ -1,9 +1,41 @@
-"""ament_python package for snn_drone (also a plain pip package: `pip install -e .[ros]`)."""
+"""ament_python package for snn_drone (also a plain pip package: `pip install -e .[ros]`).
+
+Both ways install the same prefix layout: the Python package, `share/snn_drone/` (package.xml,
+launch files, config, presets, the Fast DDS profile, the shipped checkpoints), the ament index
+marker, and every node's executable in `lib/snn_drone/` where `ros2 run` and launch_ros look.
+colcon puts the console scripts there itself (setup.cfg's install_scripts); pip puts them in
+`bin/`, so a wheel (plain or editable) also carries a small `lib/snn_drone/<node>` launcher that
+runs `bin/<node>`.
+"""
+import os
+import stat
+import sys
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "snn_drone"
+NODES = ["sim_node", "actor_node", "guide_node", "jumpstart_node", "trainer_node", "recorder_node",
+         "player_node", "crazyflie_bridge", "sim_flight_node", "safety_node"]
+
+
+def _wheel_launchers() -> list:
+    """data_files entry of lib/snn_drone launchers, only when pip builds a wheel (colcon's
+    `setup.py install` / `develop` put the console scripts in lib/snn_drone already)."""
+    if not any(cmd in sys.argv for cmd in ("bdist_wheel", "editable_wheel")):
+        return []
+    folder = os.path.join("build", "lib_launchers")
+    os.makedirs(folder, exist_ok=True)
+    files = []
+    for name in NODES + ["snn-drone"]:
+        path = os.path.join(folder, name)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n# ros2 run / launch_ros look here; pip installed the node in <prefix>/bin\n"
+                    f'exec "$(dirname "$0")/../../bin/{name}" "$@"\n')
+        os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        files.append(path)
+    return [(f"lib/{PACKAGE}", files)]
+
 
 setup(
     name=PACKAGE,
@@ -15,7 +47,8 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/presets", glob("config/presets/*.yaml")),
-    ],
+        (f"share/{PACKAGE}/checkpoints", glob("checkpoints/*.pt") + ["checkpoints/README.md"]),
+    ] + _wheel_launchers(),
     python_requires=">=3.10",
     # Ranges here, exact pins in requirements.txt. torch is pinned exactly: any range admitting a
     # newer release pulls a multi-GB CUDA build where only the CPU wheel is wanted.
@@ -50,21 +83,10 @@ setup(
     maintainer_email="snn-drone@example.org",
     description="Spiking-neural-network Crazyflie controllers trained with TD3BC + JSRL and adaptive surrogate slopes.",
     license="MIT",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "snn-drone = snn_drone.cli:main",
             # ROS 2 nodes (`ros2 run snn_drone <name>`; the same command on a pip install)
-            "sim_node = snn_drone.nodes.sim_node:main",
-            "actor_node = snn_drone.nodes.actor_node:main",
-            "guide_node = snn_drone.nodes.guide_node:main",
-            "jumpstart_node = snn_drone.nodes.jumpstart_node:main",
-            "trainer_node = snn_drone.nodes.trainer_node:main",
-            "recorder_node = snn_drone.nodes.recorder_node:main",
-            "player_node = snn_drone.nodes.player_node:main",
-            "crazyflie_bridge = snn_drone.nodes.crazyflie_bridge:main",
-            "sim_flight_node = snn_drone.nodes.sim_flight_node:main",
-            "safety_node = snn_drone.nodes.safety_node:main",
-        ],
+        ] + [f"{name} = snn_drone.nodes.{name}:main" for name in NODES],
     },
 )

@@ -193,7 +193,7 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
     import time
     from pathlib import Path
     from snn_drone.core.learning.train_config import load_train_config
-    from snn_drone.core.common.config import resolve_path
+    from snn_drone.core.common.config import find_file
     backend = args["backend"]
     if backend not in ("real", "sim"):
         raise ValueError(f"argument backend:={backend!r}, expected real or sim")
@@ -201,9 +201,12 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
     cfg = load_train_config(args["config"] or None, over)
     for name in ("actor", "guide"):
         path = args[name] or (cfg.guide if name == "guide" else "")
-        if not (name == "guide" and path == "controller") and not resolve_path(path).is_file():
-            raise FileNotFoundError(f"argument {name}:={path!r}: no such policy file"
-                                    + (" (train the SNN first, or pass actor:=FILE)" if name == "actor" else ""))
+        if not (name == "guide" and path == "controller"):
+            try:
+                find_file(path, "policy file")
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"argument {name}:={path!r}: {e}"
+                                        + (" (train the SNN first, or pass actor:=FILE)" if name == "actor" else "")) from None
     record, exit_when_landed = _bool("record", args["record"]), _bool("exit_when_landed", args["exit_when_landed"])
     common = {"config": args["config"], "overrides": _dump(over), "num_drones": 1}
     nodes = []

@@ -61,3 +61,30 @@ def test_train_yaml_departs_from_the_paper_defaults_only_where_it_says_so():
     assert changed == {"epochs", "eval_every", "guide", "horizon.epochs_per_stage", "learner.lambda_bc",
                        "learner.lambda_bc_decay_per", "slope.interval_every", "steps_per_epoch", "task_config",
                        "threads", "updates_per_epoch"}
+
+
+def test_package_files_are_found_from_any_directory_and_a_miss_says_where_it_looked(tmp_path, monkeypatch):
+    """A path like checkpoints/guide.pt: as given (working directory), then the source tree, then
+    <prefix>/share/snn_drone of $AMENT_PREFIX_PATH (an installed package)."""
+    from snn_drone.core.common.config import find_file, package_root, resolve_path, share_dirs
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert resolve_path("checkpoints/guide.pt") == package_root() / "checkpoints" / "guide.pt"
+    prefix = tmp_path / "install"
+    share = prefix / "share" / "snn_drone" / "checkpoints"
+    share.mkdir(parents=True)
+    (share / "only_installed.pt").write_bytes(b"x")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    assert prefix / "share" / "snn_drone" in share_dirs()
+    assert find_file("checkpoints/only_installed.pt") == share / "only_installed.pt"
+    (elsewhere / "checkpoints").mkdir()
+    (elsewhere / "checkpoints" / "only_installed.pt").write_bytes(b"mine")
+    assert find_file("checkpoints/only_installed.pt").resolve() == elsewhere / "checkpoints" / "only_installed.pt"
+    with pytest.raises(FileNotFoundError) as e:
+        find_file("checkpoints/nope.pt", "policy checkpoint")
+    msg = str(e.value)
+    assert msg.startswith("policy checkpoint 'checkpoints/nope.pt' not found: looked in ")
+    for where in (elsewhere / "checkpoints/nope.pt", package_root() / "checkpoints/nope.pt",
+                  prefix / "share/snn_drone/checkpoints/nope.pt"):
+        assert str(where) in msg, (where, msg)

@@ -174,7 +174,7 @@ def test_metrics_command_reports_bad_inputs_in_one_line(tmp_path, capsys):
     assert cli.main(["metrics", str(ckpt), "--obs", str(tmp_path / "other.npz")]) == 2
     assert "has no array 'obs' (it holds ['states'])" in capsys.readouterr().err
     assert cli.main(["metrics", str(tmp_path / "missing.pt")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "missing.pt' not found: looked in" in capsys.readouterr().err
     assert cli.main(["metrics", str(ckpt), "--steps", "0"]) == 2
     assert "steps=0" in capsys.readouterr().err
 

@@ -148,7 +148,7 @@ def test_launcher_stops_the_graph_and_exits_nonzero_when_a_node_dies(tmp_path):
         procs.stop_all()
     log = procs.log("launch")
     assert rc != 0, log[-2000:]
-    assert "policy checkpoint" in log and "no_such_guide.pt does not exist" in log
+    assert "policy checkpoint" in log and "no_such_guide.pt' not found: looked in" in log
     assert "died with exit code 2; stopping the graph" in log
 
 

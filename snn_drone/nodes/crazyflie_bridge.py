@@ -86,6 +86,9 @@ class CrazyflieBridge(Node):
         self.assembler = LogAssembler(self.variant)
         self.stream = MotorPacketStream()
         self._lock = threading.Lock()
+        # safety runs on cflib's log thread (after each state) and on the ROS timer: one check at a
+        # time, so that a trip is reported and acted on once (re-entrant: the services end flights too)
+        self._safety_lock = threading.RLock()
         self.streaming = False
         self.flying = False  # safety acts between take-off and the end of a landing / stop
         self._rest_at: float | None = None
@@ -219,26 +222,28 @@ class CrazyflieBridge(Node):
 
     # ---- safety -----------------------------------------------------------------------------
     def _check_safety(self) -> None:
-        if self._rest_at is not None and time.monotonic() > self._rest_at:
-            self.flying, self._rest_at = False, None
-        if not self.flying:
-            return
-        with self._lock:
-            state, t_state, vbat, t_link = self.state, self.state_time, self.battery_v, self.last_link
-        verdict = self.safety.check(time.monotonic(), state, t_state, vbat, t_link)
-        report_trips(self, self.pub_safety, verdict, self.robot.name)
-        if verdict.new and verdict.action in ("land", "stop"):
-            self._end_flight(verdict.action, verdict.new[0].kind)
+        with self._safety_lock:
+            if self._rest_at is not None and time.monotonic() > self._rest_at:
+                self.flying, self._rest_at = False, None
+            if not self.flying:
+                return
+            with self._lock:
+                state, t_state, vbat, t_link = self.state, self.state_time, self.battery_v, self.last_link
+            verdict = self.safety.check(time.monotonic(), state, t_state, vbat, t_link)
+            report_trips(self, self.pub_safety, verdict, self.robot.name)
+            if verdict.new and verdict.action in ("land", "stop"):
+                self._end_flight(verdict.action, verdict.new[0].kind)
 
     def _end_flight(self, action: str, reason: str) -> None:
-        self._stop_streaming()
-        if action == "stop":
-            self._emergency_stop()
-            self.flying = False
-        else:
-            self.cf.high_level_commander.land(0.0, self.land_duration_s)
-            # safety keeps watching the landing, then rests until the next take-off
-            self._rest_at = time.monotonic() + self.land_duration_s + 0.5
+        with self._safety_lock:
+            self._stop_streaming()
+            if action == "stop":
+                self._emergency_stop()
+                self.flying = False
+            else:
+                self.cf.high_level_commander.land(0.0, self.land_duration_s)
+                # safety keeps watching the landing, then rests until the next take-off
+                self._rest_at = time.monotonic() + self.land_duration_s + 0.5
         self.get_logger().info(f"{action} ({reason})")
 
     def _emergency_stop(self) -> None:
@@ -255,8 +260,9 @@ class CrazyflieBridge(Node):
         return response
 
     def _takeoff(self, request, response):
-        self.safety.reset()
-        self.flying, self._rest_at = True, None
+        with self._safety_lock:
+            self.safety.reset()
+            self.flying, self._rest_at = True, None
         self.rotor.reset(airborne=True)  # the stock controller spins the rotors up to hover
         self.cf.high_level_commander.takeoff(self.takeoff_height_m, self.takeoff_duration_s)
         return self._reply(response, True, f"take-off to {self.takeoff_height_m} m in {self.takeoff_duration_s} s")

@@ -103,6 +103,15 @@ def run_node(factory, argv: list[str] | None = None) -> int:
     shuts the context down from another thread, which raced with a running take/publish here): the
     first SIGINT/SIGTERM shuts the context down so that every loop on ``context.ok()`` ends, a
     second one exits at once."""
+    args = sys.argv if argv is None else argv
+    user = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
+    if "-h" in user or "--help" in user:
+        module = sys.modules.get(factory.__module__)
+        name = factory.__module__.rsplit(".", 1)[-1]
+        print(f"usage: ros2 run snn_drone {name} [--ros-args -p NAME:=VALUE ... | --params-file FILE]\n")
+        print((module.__doc__ or "").strip())
+        print("\nIts parameters, with types and descriptions: `ros2 param describe` on the running node.")
+        return 0
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
@@ -110,7 +119,7 @@ def run_node(factory, argv: list[str] | None = None) -> int:
     from .dds import apply_localhost_defaults
     apply_localhost_defaults()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where is a node stuck?
-    rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signals = []
 
     def on_signal(signum, _frame):

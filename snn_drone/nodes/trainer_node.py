@@ -26,6 +26,11 @@ from .bag_io import load_rollouts
 from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, receive, run_node
 
 
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
 class TrainerNode(Node):
     def __init__(self):
         super().__init__("trainer_node")
@@ -57,6 +62,7 @@ class TrainerNode(Node):
             self.get_logger().info(f"offline: {data.sequences.n} sequences from {data.messages} rollout messages "
                                    f"in {bags}")
         self._t0, self._steps0, self._updates0 = time.monotonic(), self.trainer.env_steps, self.trainer.learner.updates
+        self._epoch0 = self.trainer.epoch
         self._publish_state()
         self.get_logger().info(f"training {cfg.algo}/{cfg.actor} in {out}: epoch {self.trainer.epoch} of "
                                f"{cfg.epochs}, an epoch per {self.steps_per_epoch} drone steps"
@@ -116,19 +122,32 @@ class TrainerNode(Node):
         self.get_logger().info(self.progress_line(row))
 
     def progress_line(self, row: dict) -> str:
-        """What `snn-drone train`'s progress bar shows, with the graph's drone steps/s (wall clock)."""
+        """One line per epoch that says what each figure is: progress and time left, the last
+        evaluation (the actor as deployed, on fresh starts) and validation, the training rollouts'
+        return (mostly the guide's early on), then slope, lambda_BC and throughput."""
+        tr, cfg = self.trainer, self.cfg
         elapsed = max(1e-9, time.monotonic() - self._t0)
-        parts = [f"epoch {self.trainer.epoch}/{self.cfg.epochs}"]
-        parts += [f"{k}={row[k]:.1f}" for k in ("eval_return", "validation_return", "train_return") if k in row]
-        if self.cfg.uses_slope:
+        done = tr.epoch - self._epoch0
+        left = (cfg.epochs - tr.epoch) * elapsed / max(1, done)
+        parts = [f"epoch {tr.epoch}/{cfg.epochs} ({_clock(elapsed)} elapsed, ~{_clock(left)} left)"]
+        last = next((r for r in reversed(tr.history) if "eval_return" in r), None)
+        if last is not None:
+            since = "" if last is row else f" at epoch {last['epoch']}"
+            parts.append(f"eval {last['eval_return']:.1f}{since} (actor after the {tr.eval_guide_steps()}-step "
+                         f"warm-up, {cfg.eval_episodes} fresh starts)")
+            if "validation_return" in last:
+                parts.append(f"validation {last['validation_return']:.1f} ({cfg.validation_episodes} fixed starts)")
+        if "train_return" in row:
+            h = row.get("guide_steps")
+            who = f"guide flies {h} of {tr.task_cfg.episode_steps} steps" if h else "actor flies"
+            parts.append(f"rollouts {row['train_return']:.1f} ({who})")
+        if cfg.uses_slope:
             parts.append(f"k={row['slope']:.2f}")
         parts.append(f"lambda_bc={row['lambda_bc']:.3f}")
-        if "guide_steps" in row:
-            parts.append(f"H={row['guide_steps']}")
         parts.append(f"replay={row['replay_sequences']} workers={len(self.workers_seen)} "
-                     f"drone_steps/s={(self.trainer.env_steps - self._steps0) / elapsed:.0f} "
-                     f"updates/s={(self.trainer.learner.updates - self._updates0) / elapsed:.1f}")
-        return " ".join(parts)
+                     f"drone_steps/s={(tr.env_steps - self._steps0) / elapsed:.0f} "
+                     f"updates/s={(tr.learner.updates - self._updates0) / elapsed:.1f}")
+        return " | ".join(parts)
 
     def run(self) -> None:
         ex = SingleThreadedExecutor(context=self.context)

@@ -22,18 +22,51 @@ PACKAGE = "snn_drone"
 
 
 def package_root() -> Path:
-    """The source tree's root (the folder holding config/, checkpoints/, launch/)."""
+    """The source tree's root (the folder holding config/, checkpoints/, launch/) when the package
+    runs from a checkout or an editable install; an installed copy has its files in share_dirs()."""
     return Path(__file__).resolve().parents[3]
 
 
-def resolve_path(p: str) -> Path:
-    """``p`` as given if it exists (or is absolute), else relative to the package root."""
-    path = Path(p)
-    if not path.is_absolute() and not path.exists():
-        cand = package_root() / path
+def share_dirs() -> list[Path]:
+    """Every existing ``<prefix>/share/snn_drone`` that may hold the installed files: ament_index's
+    (a sourced colcon workspace or ROS install), each of $AMENT_PREFIX_PATH, then this Python's prefix
+    (a pip install into a virtual environment)."""
+    found = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        found.append(Path(get_package_share_directory(PACKAGE)))
+    except Exception:  # ament_index_python absent, or the package not in the index
+        pass
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p] + [sys.prefix]
+    found += [Path(p) / "share" / PACKAGE for p in prefixes]
+    return [p for p in dict.fromkeys(found) if p.is_dir()]
+
+
+def path_candidates(p: str | os.PathLike) -> list[Path]:
+    """Where a package-relative path such as ``checkpoints/guide.pt`` is looked for, in order: as
+    given (absolute, or relative to the working directory), the source tree, each share folder."""
+    path = Path(p).expanduser()
+    if path.is_absolute():
+        return [path]
+    return list(dict.fromkeys([path, package_root() / path, *(d / path for d in share_dirs())]))
+
+
+def resolve_path(p: str | os.PathLike) -> Path:
+    """The first of :func:`path_candidates` that exists; ``p`` unchanged if none does."""
+    for cand in path_candidates(p):
         if cand.exists():
             return cand
-    return path
+    return Path(p)
+
+
+def find_file(p: str | os.PathLike, what: str = "file") -> Path:
+    """:func:`resolve_path` for a file that must exist: FileNotFoundError says where it looked."""
+    cands = path_candidates(p)
+    for cand in cands:
+        if cand.is_file():
+            return cand
+    where = ", ".join(str(c if c.is_absolute() else Path.cwd() / c) for c in cands)
+    raise FileNotFoundError(f"{what} {str(p)!r} not found: looked in {where}")
 
 
 def config_dir() -> Path:
@@ -45,24 +78,20 @@ def config_dir() -> Path:
     env = os.environ.get("SNN_DRONE_CONFIG_DIR")
     if env:
         return Path(env)
-    src = package_root() / "config"
-    if src.is_dir():
-        return src
-    for prefix in (sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
-        p = Path(prefix) / "share" / PACKAGE / "config"
-        if prefix and p.is_dir():
-            return p
+    cands = [package_root() / "config", *(d / "config" for d in share_dirs())]
+    for c in cands:
+        if c.is_dir():
+            return c
     raise FileNotFoundError(
-        f"cannot find the {PACKAGE} config folder: looked in $SNN_DRONE_CONFIG_DIR, {src} and "
-        f"<prefix>/share/{PACKAGE}/config; set SNN_DRONE_CONFIG_DIR")
+        f"cannot find the {PACKAGE} config folder: looked in $SNN_DRONE_CONFIG_DIR (unset), "
+        + ", ".join(map(str, cands)) + f" and <prefix>/share/{PACKAGE}/config of $AMENT_PREFIX_PATH "
+        "and this Python's prefix; set SNN_DRONE_CONFIG_DIR")
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
     """Read a YAML mapping. A ROS parameter file (`node: {ros__parameters: {...}}`) is accepted
     when it holds a single node, and its parameters are returned."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file {p} does not exist")
+    p = find_file(path, "config file")
     with open(p) as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):

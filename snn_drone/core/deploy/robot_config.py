@@ -22,9 +22,8 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ..common.config import load_yaml
+from ..common.config import find_file, load_yaml
 
 _URI = re.compile(r"^(radio://\d+/\d{1,3}/(250K|1M|2M)(/[0-9A-Fa-f]{10})?|usb://\d+|udp://[^\s]+|sim://[^\s]*)$")
 
@@ -104,7 +103,5 @@ def parse_crazyflies(data: dict, source: str = "crazyflies.yaml", include_disabl
 
 def load_crazyflies(path: str | os.PathLike, include_disabled: bool = False) -> list[RobotConfig]:
     """Robots of the crazyswarm2-format YAML file at ``path`` (enabled ones unless asked)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"robots file {path} does not exist")
+    path = find_file(path, "robots file")
     return parse_crazyflies(load_yaml(path), path.name, include_disabled)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..common.config import from_dict, to_dict
+from ..common.config import find_file, from_dict, to_dict
 from .networks import MLPPolicy, MLPPolicyConfig
 from ..snn.spiking_actor import SpikingActor, SpikingActorConfig, load_actor, save_actor
 
@@ -46,9 +46,7 @@ def save_policy(path: str | os.PathLike, policy: torch.nn.Module, extra: dict | 
 
 def load_policy(path: str | os.PathLike, map_location="cpu") -> torch.nn.Module:
     """Load a file written by ``save_policy`` (or ``save_actor``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"policy checkpoint {path} does not exist")
+    path = find_file(path, "policy checkpoint")
     payload = torch.load(path, map_location=map_location, weights_only=True)
     kind = payload.get("kind") if isinstance(payload, dict) else None
     if kind == MLP_KIND:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..common import layout
-from ..common.config import from_dict, to_dict
+from ..common.config import find_file, from_dict, to_dict
 from .lif import LIF, LIFState
 from ..common.validation import check_array
 
@@ -252,9 +252,7 @@ def load_actor(path: str | os.PathLike, cfg: SpikingActorConfig | None = None,
                map_location="cpu") -> SpikingActor:
     """Load an actor saved by ``save_actor``. With ``cfg``, the weights must fit that config (a
     layer-size mismatch names the layer and both sizes); without, the stored config is used."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"actor checkpoint {path} does not exist")
+    path = find_file(path, "actor checkpoint")
     payload = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
         raise ValueError(f"{path} is not a spiking-actor checkpoint (expected keys 'config' and "

@@ -1,0 +1,86 @@
+"""The Crazyflie bridge's safety checks run on two threads (cflib's log thread after each state, the
+ROS timer every 20 ms): each trip must be reported and acted on exactly once. The radio is absent
+here: a recorder takes the place of cflib's Crazyflie object and notes every command sent to it."""
+import dataclasses
+import os
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from snn_drone.core.common import layout  # noqa: E402
+from snn_drone.nodes import crazyflie_bridge  # noqa: E402
+from snn_drone.nodes.dds import localhost_defaults  # noqa: E402
+
+from ros_helpers import fresh_domain_id  # noqa: E402
+
+
+class _Recorder:
+    """Stands in for cflib's Crazyflie: every attribute is a callable that records its call."""
+
+    def __init__(self, calls, prefix=""):
+        self._calls, self._prefix = calls, prefix
+
+    def __getattr__(self, name):
+        if name == "supervisor":
+            raise AttributeError(name)  # an older firmware: loc.send_emergency_stop
+        return _Recorder(self._calls, f"{self._prefix}{name}.")
+
+    def __call__(self, *args):
+        self._calls.append(self._prefix.rstrip("."))
+        return 10 if self._prefix.endswith("get_protocol_version.") else None
+
+
+class _SlowSet(set):
+    """The supervisor's record of trips already seen, slow to answer: it widens the window in which
+    two unserialised checks both find a trip new."""
+
+    def __contains__(self, item):
+        seen = super().__contains__(item)
+        time.sleep(0.02)
+        return seen
+
+
+@pytest.fixture
+def bridge(monkeypatch):
+    calls = []
+    monkeypatch.setattr(crazyflie_bridge.CrazyflieBridge, "_connect",
+                        lambda self: setattr(self, "cf", _Recorder(calls)))
+    os.environ.update(localhost_defaults())
+    rclpy.init(domain_id=fresh_domain_id())
+    node = crazyflie_bridge.CrazyflieBridge()
+    node.calls = calls
+    try:
+        yield node
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+
+
+@pytest.mark.parametrize("action", ["land", "stop"])
+def test_a_trip_seen_by_both_threads_at_once_is_acted_on_once(bridge, action):
+    bridge.safety.cfg = dataclasses.replace(bridge.safety.cfg, geofence_action=action)
+    bridge._takeoff(None, types.SimpleNamespace())
+    state = np.zeros(layout.STATE_DIM)
+    state[layout.QUAT.start] = 1.0
+    state[layout.POS] = [0.0, 0.0, 50.0]  # far above any geofence
+    bridge.state, bridge.state_time, bridge.last_link = state, time.monotonic(), time.monotonic()
+    bridge.safety._seen = _SlowSet()
+    go = threading.Barrier(3)
+
+    def check():
+        go.wait()
+        bridge._check_safety()
+    threads = [threading.Thread(target=check) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    trips = [v.kind for v in bridge.safety.history]
+    acted = [c for c in bridge.calls if c in ("high_level_commander.land", "loc.send_emergency_stop")]
+    assert trips == ["geofence"], trips
+    assert acted == ["high_level_commander.land" if action == "land" else "loc.send_emergency_stop"], bridge.calls
