@@ -34,6 +34,10 @@ class Argument:
     description: str
 
 
+REALTIME_ENV = "SNN_DRONE_REALTIME_PRIORITY"
+"""A node process started with this variable asks for SCHED_FIFO at that priority (node_runtime.run_node)."""
+
+
 @dataclass
 class NodeSpec:
     """One node process: console script ``executable`` (= module snn_drone.nodes.<executable>)."""
@@ -44,6 +48,8 @@ class NodeSpec:
     remappings: list[tuple[str, str]] = field(default_factory=list)
     required: bool = False
     """The graph ends when this node exits (with its exit code)."""
+    env: dict = field(default_factory=dict)
+    """Environment variables of this node's process on top of the graph's (e.g. its real-time priority)."""
 
     @property
     def label(self) -> str:
@@ -181,6 +187,9 @@ FLY_REAL_ARGUMENTS = (
     Argument("command_timeout_s", "0.05", "sim: no motor_cmd for this long while the policy flies trips the "
              "simulated firmware watchdog (snnmotor.timeoutMs)"),
     Argument("command_fallback", "stop", "sim: watchdog trip stops the motors (stop, snnmotor.fallback 0) or lands (land)"),
+    Argument("realtime_priority", "10", "SCHED_FIFO priority (1-99) of the nodes in the control loop (drone end, "
+             "safety, actor, guide, jump-start; the recorder gets priority 1), so that other work on the machine cannot delay a "
+             "100 Hz command; needs root or an rtprio limit, else a warning and normal scheduling (0: off)"),
 )
 
 FLY_REAL_TOPICS = ("/state", "/motor_cmd", "/actor/cmd", "/guide/cmd", "/jumpstart/status", "/safety/status",
@@ -209,6 +218,10 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
                                         + (" (train the SNN first, or pass actor:=FILE)" if name == "actor" else "")) from None
     record, exit_when_landed = _bool("record", args["record"]), _bool("exit_when_landed", args["exit_when_landed"])
     common = {"config": args["config"], "overrides": _dump(over), "num_drones": 1}
+    prio = args["realtime_priority"].strip()
+    if not prio.isdigit() or not 0 <= int(prio) <= 99:
+        raise ValueError(f"argument realtime_priority:={prio!r}, expected 0 (off) or a SCHED_FIFO priority 1-99")
+    rt = {REALTIME_ENV: prio} if int(prio) else {}
     nodes = []
     if backend == "sim":
         nodes.append(NodeSpec("sim_flight_node", "sim_flight_node", "", {
@@ -217,25 +230,30 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
             "exit_when_landed": exit_when_landed, "wait_for_subscribers": 4 + int(record),
             "command_timeout_s": _float("command_timeout_s", args["command_timeout_s"]),
             "command_fallback": args["command_fallback"]},
-            required=exit_when_landed))
+            required=exit_when_landed, env=rt))
         nodes.append(NodeSpec("safety_node", "safety_node", "", {
-            "safety_config": args["safety_config"], "safety_overrides": args["safety_overrides"], "num_drones": 1}))
+            "safety_config": args["safety_config"], "safety_overrides": args["safety_overrides"], "num_drones": 1},
+            env=rt))
     else:
         nodes.append(NodeSpec("crazyflie_bridge", "crazyflie_bridge", "", {
             **{k: v for k, v in common.items() if k != "num_drones"}, "robots_file": args["robots_file"],
             "robot": args["robot"], "safety_config": args["safety_config"], "mocap_topic": args["mocap_topic"],
-            "motor_mapping": args["motor_mapping"]}, required=True))
+            "motor_mapping": args["motor_mapping"]}, required=True, env=rt))
     nodes.append(NodeSpec("actor_node", "actor_node", "", {**common, "checkpoint": args["actor"],
-                                                           "follow_weights": False}))
-    nodes.append(NodeSpec("guide_node", "guide_node", "", {**common, "guide": args["guide"]}))
+                                                           "follow_weights": False}, env=rt))
+    nodes.append(NodeSpec("guide_node", "guide_node", "", {**common, "guide": args["guide"]}, env=rt))
     nodes.append(NodeSpec("jumpstart_node", "jumpstart_node", "", {**common, "use_guide": True, "deploy": True,
-                                                                   "state_timeout_s": _float("state_timeout_s", args["state_timeout_s"])}))
+                                                                   "state_timeout_s": _float("state_timeout_s", args["state_timeout_s"])},
+                          env=rt))
     if record:
         bag = args["bag"] or f"flights/fly_real_{backend}_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}"
         if Path(bag).exists():
             raise ValueError(f"argument bag:={bag!r} exists already; give a new folder")
         topics = ",".join(FLY_REAL_TOPICS) if backend == "sim" else ""  # real: every topic (pose, odom, mocap)
-        nodes.append(NodeSpec("recorder_node", "recorder_node", "", {"out": bag, "topics": topics}))
+        # the recorder is not in the loop but must not fall a second behind (the writers keep 100 steps):
+        # real-time too, at the lowest priority, below every node of the control loop
+        nodes.append(NodeSpec("recorder_node", "recorder_node", "", {"out": bag, "topics": topics},
+                              env={REALTIME_ENV: "1"} if int(prio) > 1 else {}))
     return nodes
 
 
@@ -269,6 +287,7 @@ def launch_description(name: str):
         args = {a.name: LaunchConfiguration(a.name).perform(context) for a in graph.arguments}
         return [Node(package="snn_drone", executable=s.executable, name=s.name, namespace=s.namespace or None,
                      parameters=[s.parameters], remappings=s.remappings, output="screen", emulate_tty=True,
+                     additional_env=s.env or None,
                      on_exit=Shutdown(reason=f"{s.label} exited") if s.required else None)
                 for s in graph.nodes(args)]
 

@@ -88,7 +88,7 @@ def launch(graph: str, assignments: dict[str, str] | None = None, out=None, grac
     with tempfile.TemporaryDirectory(prefix=f"snn_drone_{graph}_") as tmp:
         try:
             for spec in specs:
-                procs.append(_Process(spec, node_command(spec, write_params(spec, Path(tmp))), env, out))
+                procs.append(_Process(spec, node_command(spec, write_params(spec, Path(tmp))), {**env, **spec.env}, out))
             out.write(f"[launch] {graph}: {len(procs)} nodes ({', '.join(p.spec.label for p in procs)})\n")
             while stop["signal"] is None:
                 ended = [(p, p.proc.poll()) for p in procs if p.proc.poll() is not None]

@@ -8,6 +8,11 @@ non-finite values and state staleness on every state and on a timer (``check_rat
 violation is logged and published on ``safety/status`` as one JSON object (robot, kind, action,
 value, limit, message, verdict: the latched action); the drone end acts on the verdict (``land``
 lands, ``stop`` stops the motors). A new take-off re-arms the supervisor.
+
+Its clock is the simulated drone's: once ``/clock`` arrives (sim_flight_node publishes it every
+step) the state's age is counted in simulated time, so a simulator that falls behind real time
+(simulated time pauses) is not a stale state, while a state stream that stops under a running
+simulation is. Before any ``/clock`` it counts wall time.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import time
 import numpy as np
 import yaml
 from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float32MultiArray, String
 
 from snn_drone.core.deploy.flight import AIRBORNE
@@ -48,6 +54,8 @@ class SafetyNode(Node):
         self.pub = self.create_publisher(String, arrays.SAFETY_STATUS_TOPIC, LIVE_QOS)
         self.create_subscription(Float32MultiArray, arrays.STATE.topic, self._on_state, LIVE_QOS)
         self.create_subscription(String, arrays.FLIGHT_STATUS_TOPIC, self._on_flight, LATCHED_QOS)
+        self._sim_now_s: float | None = None
+        self.create_subscription(Clock, "/clock", self._on_clock, LIVE_QOS)
         self.create_timer(1.0 / rate, self._check)
         self.get_logger().info(f"watching {self.b} drone(s): geofence {list(cfg.geofence_min_m)} .. "
                                f"{list(cfg.geofence_max_m)} m ({cfg.geofence_action}), tilt {cfg.max_tilt_deg} deg "
@@ -62,21 +70,28 @@ class SafetyNode(Node):
         if phase == "takeoff" and self.phase != "takeoff":
             for s in self.supervisors:
                 s.reset()
-            self.state_time_s = time.monotonic() if self.state is not None else None
+            self.state_time_s = self._now() if self.state is not None else None
         self.phase = phase
+
+    def _now(self) -> float:
+        return time.monotonic() if self._sim_now_s is None else self._sim_now_s
+
+    def _on_clock(self, msg: Clock) -> None:
+        self._sim_now_s = msg.clock.sec + 1e-9 * msg.clock.nanosec
+        self._check()
 
     def _on_state(self, msg) -> None:
         got = receive(self, arrays.STATE, msg, rows=self.b)
         if got is None:
             return
         rows, _ = got
-        self.state, self.state_time_s = rows[:, arrays.STATE_COLS].astype(np.float64), time.monotonic()
+        self.state, self.state_time_s = rows[:, arrays.STATE_COLS].astype(np.float64), self._now()
         self._check()
 
     def _check(self) -> None:
         if self.phase not in AIRBORNE:
             return
-        now = time.monotonic()
+        now = self._now()
         for i, sup in enumerate(self.supervisors):
             verdict = sup.check(now, None if self.state is None else self.state[i], self.state_time_s)
             report_trips(self, self.pub, verdict, self.robot if self.b == 1 else f"{self.robot}_{i}", drone=i)

@@ -79,7 +79,8 @@ class SimFlightNode(Node):
         self.step = 0
         self.publish_state = True
         self._newest: torch.Tensor | None = None
-        self._cmd_wall_s = 0.0
+        self._cmd_sim_s = 0.0     # simulated time of the newest motor_cmd
+        self._slipped_s = 0.0     # real time the simulator fell behind (simulated time paused)
         self._flown = False
         self._errors_m: list[float] = []
         self._phase_sent = None
@@ -106,7 +107,7 @@ class SimFlightNode(Node):
                 self._log(self.sim.land("jump-start watchdog safe command"), warn=True)
             return
         self._newest = torch.from_numpy(rows.copy())
-        self._cmd_wall_s = time.monotonic()
+        self._cmd_sim_s = self.sim.time_s
 
     def _on_safety(self, msg) -> None:
         try:
@@ -179,7 +180,11 @@ class SimFlightNode(Node):
                 ex.spin_once(timeout_sec=left)
             for _ in range(10):  # behind time: still take what arrived
                 ex.spin_once(timeout_sec=0.0)
-            silent = time.monotonic() - self._cmd_wall_s
+            late = time.monotonic() - deadline
+            if late > self.dt_s:  # this process itself fell behind: simulated time pauses rather than jumps
+                t0 += late
+                self._slipped_s += late
+            silent = sim.time_s - self._cmd_sim_s  # the drone's clock, as the firmware's watchdog counts
             if sim.phase == "policy" and silent > self.command_timeout_s:
                 why = f"motor command watchdog: no motor_cmd for {silent:.3f} s (command_timeout_s {self.command_timeout_s})"
                 self._log(sim.stop(why) if self.command_fallback == "stop" else sim.land(why), warn=True)
@@ -208,6 +213,8 @@ class SimFlightNode(Node):
             "; ".join(f"{t:.2f} s {why}" for t, why in self.sim.events)
         if e:
             text += f"; policy flew {len(e)} steps, mean position error {sum(e) / len(e):.3f} m"
+        if self._slipped_s > 0:
+            text += f"; the simulator fell behind real time by {self._slipped_s:.3f} s in all (time paused)"
         return text
 
 
