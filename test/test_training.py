@@ -1,5 +1,6 @@
 """The training loop with real envs, real networks and real files: artefacts, resume, kill -9, bad configs."""
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -287,3 +288,16 @@ def test_summarize_scores_each_runs_chosen_actors_on_fresh_test_episodes(tmp_pat
         want[which] = res.summary()
     assert row[-3] == f"{want['best']['return_mean']:.1f} +- {want['best']['return_ci95']:.1f}"
     assert row[-1].rstrip(" |") == f"{want['last']['return_mean']:.1f} +- {want['last']['return_ci95']:.1f}"
+    # the scores are kept: a second summary reads them, and a changed actor is scored again
+    cache = json.loads((run / "test_scores.json").read_text())
+    assert len(cache) == 2 and all(v["seed"] == 900000123 for v in cache.values())
+    for v in cache.values():
+        v["return"] = 12345.0
+    (run / "test_scores.json").write_text(json.dumps(cache))
+    assert main(["summarize", "--test", "16", "--test-seed", "900000123", str(run)]) == 0
+    assert "12345.0" in capsys.readouterr().out
+    Trainer(_cfg(epochs=2), tmp_path / "other", progress=False, log=lambda *_: None).save()
+    shutil.copy(tmp_path / "other" / "actor_last.pt", run / "actor_last.pt")
+    assert main(["summarize", "--test", "16", "--test-seed", "900000123", str(run)]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1].split(" | ")
+    assert row[-3].startswith("12345.0") and not row[-1].startswith("12345.0")

@@ -50,16 +50,33 @@ def summarize_run(path: Path, thresholds: list[float]) -> dict:
 
 
 def test_run(path: Path, episodes: int, seed: int | None) -> dict:
-    """Fresh-episode scores of a run's actor_best.pt and actor_last.pt (keys best_*, last_*)."""
+    """Fresh-episode scores of a run's actor_best.pt and actor_last.pt (keys best_*, last_*).
+
+    Each score is kept in ``<run>/test_scores.json`` under the episodes, the seed and the checkpoint's
+    size and modification time, so summarizing again costs nothing until an actor changes."""
     from .eval import score_checkpoint
+    cache_path = path / "test_scores.json"
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
     out = {}
     for which in ("best", "last"):
-        res, _, used = score_checkpoint(str(path / f"actor_{which}.pt"), episodes, seed, warn=lambda *_: None)
-        s = res.summary()
-        out.update({f"{which}_test": s["return_mean"], f"{which}_test_ci95": s["return_ci95"],
-                    f"{which}_test_crash": s["crash_rate"], f"{which}_test_actor_crash": s["actor_crash_rate"],
-                    f"{which}_test_actor": s["actor_return_mean"]})
-        out["test_seed"] = used["seed"]
+        ckpt = path / f"actor_{which}.pt"
+        st = ckpt.stat()
+        key = f"{ckpt.name}|{episodes}|{seed}|{st.st_size}|{st.st_mtime_ns}"
+        if key not in cache:
+            res, _, used = score_checkpoint(str(ckpt), episodes, seed, warn=lambda *_: None)
+            s = res.summary()
+            cache[key] = {"return": s["return_mean"], "ci95": s["return_ci95"], "crash": s["crash_rate"],
+                          "actor_crash": s["actor_crash_rate"], "actor": s["actor_return_mean"], "seed": used["seed"]}
+            tmp = cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cache, indent=1))
+            tmp.replace(cache_path)
+        c = cache[key]
+        out.update({f"{which}_test": c["return"], f"{which}_test_ci95": c["ci95"], f"{which}_test_crash": c["crash"],
+                    f"{which}_test_actor_crash": c["actor_crash"], f"{which}_test_actor": c["actor"]})
+        out["test_seed"] = c["seed"]
     return out
 
 
