@@ -145,7 +145,7 @@ def train_sim(args: dict[str, str]) -> list[NodeSpec]:
         ns = f"w{i}"
         nodes.append(NodeSpec("sim_node", "sim_node", ns, {
             **common, "num_drones": per, "worker": i, "backend": args["backend"], "gui": gui and i == 0,
-            "real_time": real_time, "guide_labels": cfg.needs_guide,
+            "real_time": real_time, "guide_labels": cfg.needs_guide, "publish_poses": i == 0,
             "wait_for_subscribers": 3 if cfg.needs_guide else 2},  # actor, (guide,) jump-start
             [("rollout", "/rollout"), ("episodes", "/episodes"), ("train/progress", "/train/progress")]
             + ([("clock", "/clock")] if i == 0 else [])))
@@ -193,7 +193,7 @@ FLY_REAL_ARGUMENTS = (
 )
 
 FLY_REAL_TOPICS = ("/state", "/motor_cmd", "/actor/cmd", "/guide/cmd", "/jumpstart/status", "/safety/status",
-                   "/flight/status", "/clock")
+                   "/flight/status", "/clock", "/cf1/pose", "/poses")
 """Topics recorded by fly_real on the sim backend (the real backend records every topic: pose, odom, mocap)."""
 
 

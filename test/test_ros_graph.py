@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from geometry_msgs.msg import PoseArray, PoseStamped
 from std_msgs.msg import Float32MultiArray, String
 
 from ros_helpers import Probe, Processes, fresh_domain_id, fresh_guide, overrides
@@ -35,6 +36,8 @@ def test_two_workers_train_one_trainer_weights_reach_the_actors_and_the_guide_ha
         topics = {k: probe.listen(f"/w0/{t}", Float32MultiArray) for k, t in
                   (("state", "state"), ("actor", "actor/cmd"), ("guide", "guide/cmd"), ("motor", "motor_cmd"))}
         w1_state = probe.listen("/w1/state", Float32MultiArray)
+        poses, w1_poses = probe.listen("/w0/poses", PoseArray), probe.listen("/w1/poses", PoseArray)
+        cf0 = probe.listen("/w0/cf0/pose", PoseStamped)
         metrics = probe.listen("/train/metrics", String)
         rollouts = probe.listen("/rollout", Float32MultiArray)
         probe.spin_until(lambda: any(json.loads(m.data)["epoch"] >= 6 for m in metrics), 150,
@@ -54,6 +57,11 @@ def test_two_workers_train_one_trainer_weights_reach_the_actors_and_the_guide_ha
     assert last["env_steps"] >= 6 * 30 * 8  # every epoch waited for 30 steps of all 8 drones
     assert {arrays.unpack_sequences(m, 20)[1]["worker"] for m in rollouts} == {0, 1}
     assert len(w1_state) > 50
+    # rviz / Foxglove: worker 0 publishes its drones' poses at 10 Hz (every 10th state), worker 1 none
+    assert poses and not w1_poses and cf0, (len(poses), len(w1_poses), len(cf0))
+    assert all(len(m.poses) == 4 and m.header.frame_id == "world" for m in poses)
+    steps = [round((m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec) / 0.01) for m in poses]
+    assert all(k % 10 == 0 for k in steps) and len(set(steps)) > 3, steps[:20]
 
     # the actor nodes follow the latched weights: the version they fly with grows with the epochs
     versions = [arrays.unpack(arrays.ACTOR_CMD, m).header["weights_version"] for m in topics["actor"]]

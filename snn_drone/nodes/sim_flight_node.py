@@ -39,6 +39,7 @@ from snn_drone.core.deploy.flight import FlightConfig, FlightSim
 from snn_drone.core.sim.params import load_preset
 
 from . import arrays
+from .poses import PosePublisher
 from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, receive, run_node, task_config
 
 
@@ -86,6 +87,9 @@ class SimFlightNode(Node):
         self._phase_sent = None
         self.pub_state = self.create_publisher(Float32MultiArray, arrays.STATE.topic, LIVE_QOS)
         self.pub_clock = self.create_publisher(Clock, arrays.CLOCK_TOPIC, LIVE_QOS)
+        robot = declare(self, "robot", "cf1", "name of the simulated drone: its cf1/pose topic and TF frame "
+                        "(with several drones: <robot>_<i>)")
+        self.poses = PosePublisher(self, [robot] if self.b == 1 else [f"{robot}_{i}" for i in range(self.b)])
         self.pub_flight = self.create_publisher(String, arrays.FLIGHT_STATUS_TOPIC, LATCHED_QOS)
         self.create_subscription(Float32MultiArray, arrays.MOTOR_CMD.topic, self._on_cmd, LIVE_QOS)
         self.create_subscription(String, arrays.SAFETY_STATUS_TOPIC, self._on_safety, LIVE_QOS)
@@ -156,6 +160,7 @@ class SimFlightNode(Node):
         clock = Clock()
         clock.clock.sec, clock.clock.nanosec = t_ns // 1_000_000_000, t_ns % 1_000_000_000
         self.pub_clock.publish(clock)
+        self.poses.publish(sim.state.cpu().numpy(), self.step, sim.time_s)
         if sim.events and sim.events[-1] is not self._phase_sent:
             self._phase_sent = sim.events[-1]
             t, why = sim.events[-1]

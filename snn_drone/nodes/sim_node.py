@@ -26,6 +26,7 @@ from snn_drone.core.common.layout import ACTION_DIM
 from snn_drone.core.learning.sequence_replay import EpisodeSlicer, Sequences
 
 from . import arrays
+from .poses import PosePublisher
 from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, receive, run_node, task_config
 
 
@@ -54,6 +55,10 @@ class SimNode(Node):
                                        "DDS discovery is two-sided; costs up to one heartbeat period, about 3 s)")
         self.wait_for_subscribers = declare(self, "wait_for_subscribers", 0, "publish the first state once this many "
                                             "subscribers listen to it (the graph's actor, guide and jump-start)")
+        poses = declare(self, "publish_poses", False, "publish the drones' poses for rviz / Foxglove (poses, "
+                        "cf<i>/pose, /tf; nodes/poses.py)")
+        pose_every = declare(self, "pose_every_steps", 10, "publish poses every this many steps (10: 10 Hz)")
+        pose_drones = declare(self, "pose_drones", 4, "drones with their own PoseStamped and TF frame")
         threads = declare(self, "threads", 1, "torch intra-op threads")
         if threads > 0:
             torch.set_num_threads(threads)
@@ -70,6 +75,10 @@ class SimNode(Node):
         self.pub_episodes = self.create_publisher(Float32MultiArray, arrays.EPISODES.topic, LIVE_QOS)
         self.pub_rollout = self.create_publisher(Float32MultiArray, arrays.ROLLOUT_TOPIC, ROLLOUT_QOS)
         self.pub_clock = self.create_publisher(Clock, arrays.CLOCK_TOPIC, LIVE_QOS)
+        self.poses = None
+        if poses:
+            prefix = f"w{worker}_" if worker else ""
+            self.poses = PosePublisher(self, [f"{prefix}cf{i}" for i in range(min(pose_drones, b))], pose_every)
         self.create_subscription(Float32MultiArray, arrays.MOTOR_CMD.topic, self._on_cmd, LIVE_QOS)
         self.create_subscription(Float32MultiArray, arrays.GUIDE_CMD.topic, self._on_guide, LIVE_QOS)
         self.create_subscription(Float32, arrays.PROGRESS_TOPIC, self._on_progress, LATCHED_QOS)
@@ -121,6 +130,8 @@ class SimNode(Node):
         clock = Clock()
         clock.clock.sec, clock.clock.nanosec = t_ns // 1_000_000_000, t_ns % 1_000_000_000
         self.pub_clock.publish(clock)
+        if self.poses is not None:
+            self.poses.publish(env.state.cpu().numpy(), self.step, self.step * self.dt_s)
 
     def _flush_rollout(self, force: bool = False) -> None:
         if not self.publish_rollout or not self._pending or (not force and self.step % self.rollout_every):
