@@ -2,16 +2,19 @@
 # Train the rows of the docs/RESULTS.md learning table, PARALLEL at a time (one torch thread each),
 # then print the table with every run's actor_best.pt and actor_last.pt flown on 500 fresh test
 # episodes (snn-drone summarize --test 500). Usage: scripts/results_table.sh [SEEDS...] (default: 0)
-# Each run takes ~7 min alone on a 2-core CPU; runs/table/<variant>-s<seed>/ holds everything.
-# ONLY="default lbc02" restricts the rows; finished runs (final epoch logged) are skipped,
-# unfinished ones resumed. Flags are relative to the default (config/train.yaml).
+# A 100-epoch run takes 18-25 min when two share the 2 cores; $OUT/<variant>-s<seed>/ (default
+# runs/table) holds everything. ONLY="default lbc02" restricts the rows; finished runs (final epoch
+# logged) are skipped, unfinished ones resumed. Flags are relative to the default (config/train.yaml).
+# The slope study (Fig. 3, in the Q-driven regime: jump-start, no BC term) is
+#   OUT=runs/slope ONLY="js_fixed2 js_fixed50 js_fixed100 js_interval js_adaptive" scripts/results_table.sh 0 1 2
 set -u
 cd "$(dirname "$0")/.."
 SNN=.venv/bin/snn-drone
 SEEDS=${*:-0}
 PARALLEL=${PARALLEL:-2}
 EPOCHS=${EPOCHS:-100}
-mkdir -p runs/table
+OUT=${OUT:-runs/table}
+mkdir -p "$OUT"
 variants=(
   # the default (TD3BC + JSRL, adaptive slope, the controller as guide, lambda_BC 1.0 per stage)
   # and the choices it rests on
@@ -23,7 +26,13 @@ variants=(
   "lbc02_guide_ann|--set learner.lambda_bc=0.2 --set guide=checkpoints/guide.pt"
   "lbc02_guide_long|--set learner.lambda_bc=0.2 --set guide=checkpoints/guide_long.pt"
   "lbc02_guide_weak|--set learner.lambda_bc=0.2 --set guide=checkpoints/guide_random_rotors.pt"
-  # slope schedules
+  # slope schedules in the Q-driven regime (jump-start, no BC: learning follows the critic's gradient)
+  "js_fixed2|--no-bc --slope fixed:2"
+  "js_fixed50|--no-bc --slope fixed:50"
+  "js_fixed100|--no-bc --slope fixed:100"
+  "js_interval|--no-bc --slope interval"
+  "js_adaptive|--no-bc"
+  # slope schedules in the default (BC-led) regime
   "interval|--slope interval"
   "fixed2|--slope fixed:2"
   "fixed50|--slope fixed:50"
@@ -44,7 +53,7 @@ for seed in $SEEDS; do
   for v in "${variants[@]}"; do
     name=${v%%|*}; flags=${v#*|}
     if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
-    out=runs/table/$name-s$seed
+    out=$OUT/$name-s$seed
     dirs+=("$out")
     [ -f "$out/metrics.jsonl" ] && grep -q "\"epoch\": $EPOCHS," "$out/metrics.jsonl" && continue
     while [ "$(jobs_running)" -ge "$PARALLEL" ]; do sleep 5; done
