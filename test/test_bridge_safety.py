@@ -63,7 +63,8 @@ def bridge(monkeypatch):
 
 @pytest.mark.parametrize("action", ["land", "stop"])
 def test_a_trip_seen_by_both_threads_at_once_is_acted_on_once(bridge, action):
-    bridge.safety.cfg = dataclasses.replace(bridge.safety.cfg, geofence_action=action)
+    # only the geofence trips: the slow set makes the checks take a while, which must not age the state
+    bridge.safety.cfg = dataclasses.replace(bridge.safety.cfg, geofence_action=action, max_state_age_s=60.0)
     bridge._takeoff(None, types.SimpleNamespace())
     state = np.zeros(layout.STATE_DIM)
     state[layout.QUAT.start] = 1.0

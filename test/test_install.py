@@ -106,7 +106,8 @@ def test_pip_install_gives_a_prefix_launch_ros_accepts(tmp_path):
     """`pip install .` (non-editable) into a prefix: lib/snn_drone/<node> runs bin/<node>, share/ and
     the ament index are there, so AMENT_PREFIX_PATH=<prefix> is all a ROS 2 CLI needs."""
     prefix = tmp_path / "prefix"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+    # --ignore-installed: leave this environment's own (editable) install alone; pip would uninstall it
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--ignore-installed",
                         "--prefix", str(prefix), str(ROOT)], capture_output=True, text=True, timeout=600,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
