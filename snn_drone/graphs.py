@@ -187,8 +187,8 @@ FLY_REAL_ARGUMENTS = (
     Argument("command_timeout_s", "0.05", "sim: no motor_cmd for this long while the policy flies trips the "
              "simulated firmware watchdog (snnmotor.timeoutMs)"),
     Argument("command_fallback", "stop", "sim: watchdog trip stops the motors (stop, snnmotor.fallback 0) or lands (land)"),
-    Argument("realtime_priority", "10", "SCHED_FIFO priority (1-99) of the nodes in the control loop (drone end, "
-             "safety, actor, guide, jump-start; the recorder gets priority 1), so that other work on the machine cannot delay a "
+    Argument("realtime_priority", "10", "SCHED_FIFO priority (1-99) of the nodes in the control loop (bridge, "
+             "safety, actor, guide, jump-start; the simulated drone one below, the recorder 1), so that other work on the machine cannot delay a "
              "100 Hz command; needs root or an rtprio limit, else a warning and normal scheduling (0: off)"),
 )
 
@@ -230,7 +230,9 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
             "exit_when_landed": exit_when_landed, "wait_for_subscribers": 4 + int(record),
             "command_timeout_s": _float("command_timeout_s", args["command_timeout_s"]),
             "command_fallback": args["command_fallback"]},
-            required=exit_when_landed, env=rt))
+            # the simulated drone one step below the controllers: when it runs late it steps without
+            # blocking, and at the same FIFO priority it would starve the nodes it waits for
+            required=exit_when_landed, env={REALTIME_ENV: str(max(1, int(prio) - 1))} if rt else {}))
         nodes.append(NodeSpec("safety_node", "safety_node", "", {
             "safety_config": args["safety_config"], "safety_overrides": args["safety_overrides"], "num_drones": 1},
             env=rt))

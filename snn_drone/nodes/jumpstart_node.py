@@ -1,8 +1,10 @@
 """jumpstart_node: the mux that decides what the drones fly (``jsrl.jump_start_action``).
 
-For every step it pairs ``state`` (each drone's episode step), ``actor/cmd`` and ``guide/cmd`` by
+For every step it pairs ``state`` (each drone's episode step) with ``actor/cmd`` and ``guide/cmd`` by
 their step stamp and publishes ``motor_cmd``: the guide's command for the first H steps of each
-episode, then the actor's plus exploration noise. H comes from the trainer (latched
+episode, then the actor's plus exploration noise. It answers as soon as the commands that fly this
+step are in (the guide's alone while every drone is guided, the actor's alone once none is), so a
+command that would not fly never delays the loop; a late one is dropped. H comes from the trainer (latched
 ``jumpstart/horizon``); with ``deploy:=true`` H is the warm-up and there is no noise.
 
 Watchdog: when no state arrived for ``state_timeout_s`` it publishes ``safe_command`` for every
@@ -108,11 +110,17 @@ class JumpStartNode(Node):
     # ---- the mux ----------------------------------------------------------------------------
     def _try_answer(self, step: int) -> None:
         parts = self._parts.get(step, {})
-        if "state" not in parts or "actor" not in parts or (self.use_guide and "guide" not in parts):
+        if "state" not in parts:
             return
         episode_step = parts["state"][:, arrays.EPISODE_STEP_COL].long()
-        guide = parts.get("guide", parts["actor"])
-        a = jump_start_action(episode_step, self.h, guide, parts["actor"], self.noise, self.gen)
+        # wait only for the commands that fly this step: the guide's for drones still in their first
+        # H steps, the actor's for the others (a command that would not fly adds only latency)
+        guided = episode_step < self.h if self.use_guide else torch.zeros_like(episode_step, dtype=torch.bool)
+        if (bool(guided.any()) and "guide" not in parts) or (not bool(guided.all()) and "actor" not in parts):
+            return
+        actor = parts.get("actor", parts.get("guide"))
+        guide = parts.get("guide", actor)
+        a = jump_start_action(episode_step, self.h, guide, actor, self.noise, self.gen)
         out = arrays.pack(arrays.MOTOR_CMD, a, {"step": step, "guide_steps": self.h, "safe": 0})
         self.pub.publish(out)
         self._answered = (step, out)
