@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,9 @@ from snn_drone.nodes.dds import localhost_defaults
 from ros_helpers import fresh_domain_id, overrides
 
 ROOT = package_root()
-NODES = ["sim_node", "actor_node", "guide_node", "jumpstart_node", "trainer_node", "recorder_node",
-         "player_node", "crazyflie_bridge", "sim_flight_node", "safety_node"]
+NODES = sorted(ep.name for ep in entry_points(group="console_scripts")
+               if ep.value.startswith("snn_drone.nodes."))
+"""Every node console script the package declares (setup.py), read from the installed metadata."""
 SHARED = ["package.xml", "launch/train_sim.launch.py", "launch/fly_real.launch.py", "config/train.yaml",
           "config/task_symmetric_rotors.yaml", "config/presets/cf21_paper.yaml", "config/fastdds_localhost.xml",
           "config/crazyflies.yaml", "checkpoints/snn_actor.pt", "checkpoints/snn_actor_bc_only.pt",
@@ -59,6 +61,7 @@ def colcon_prefix(request, tmp_path_factory):
 
 
 def _check_prefix(prefix: Path) -> None:
+    assert len(NODES) == 10, NODES  # the metadata lists every node (an empty list would check nothing)
     for name in NODES + ["snn-drone"]:
         exe = prefix / "lib" / "snn_drone" / name
         assert exe.is_file() and os.access(exe, os.X_OK), f"{exe} missing or not executable"

@@ -95,19 +95,19 @@ def train_config(path: str, overrides: str) -> TrainConfig:
     return load_train_config(path or None, over)
 
 
-def _realtime_priority() -> str:
+def _realtime_priority() -> tuple[bool, str]:
     """SCHED_FIFO at the priority in $SNN_DRONE_REALTIME_PRIORITY (set by the flight graph for the
-    nodes in the control loop); returns what happened, for the node's log ("" when not asked)."""
+    nodes in the control loop); returns (granted, what happened for the node's log; "" when not asked)."""
     want = os.environ.get("SNN_DRONE_REALTIME_PRIORITY", "").strip()
     if not want or want == "0":
-        return ""
+        return False, ""
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(want)))
     except (PermissionError, OSError, ValueError, AttributeError) as e:
-        return (f"no real-time priority (SCHED_FIFO {want}: {e}); the control loop runs with normal scheduling "
+        return False, (f"no real-time priority (SCHED_FIFO {want}: {e}); the control loop runs with normal scheduling "
                 "and may miss 10 ms deadlines on a busy machine (run as root, or allow rtprio in "
                 "/etc/security/limits.conf; realtime_priority:=0 silences this)")
-    return f"real-time priority: SCHED_FIFO {want}"
+    return True, f"real-time priority: SCHED_FIFO {want}"
 
 
 def run_node(factory, argv: list[str] | None = None) -> int:
@@ -134,7 +134,7 @@ def run_node(factory, argv: list[str] | None = None) -> int:
 
     from .dds import apply_localhost_defaults
     apply_localhost_defaults()
-    realtime = _realtime_priority()  # before rclpy starts its threads: they inherit the policy
+    realtime, realtime_text = _realtime_priority()  # before rclpy starts its threads: they inherit the policy
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where is a node stuck?
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signals = []
@@ -151,8 +151,10 @@ def run_node(factory, argv: list[str] | None = None) -> int:
     try:
         node = factory()
         if realtime:
-            (node.get_logger().warning if realtime.startswith("no ") else node.get_logger().info)(realtime)
+            node.get_logger().info(realtime_text)
             gc.freeze()  # what start-up built is never collected: no long collector pause in the loop
+        elif realtime_text:
+            node.get_logger().warning(realtime_text)
         if hasattr(node, "run"):
             node.run()
         else:
