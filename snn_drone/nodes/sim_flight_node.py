@@ -28,6 +28,7 @@ import time
 
 import torch
 from geometry_msgs.msg import Twist
+from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -176,8 +177,15 @@ class SimFlightNode(Node):
         sim = self.sim
         sim.events.append((0.0, "ground (start)"))
         action = torch.full((self.b, layout.ACTION_DIM), -1.0)
-        t0 = time.monotonic()
         self._publish(action)
+        # the subscribers this writer counts may not have matched it yet (DDS discovery is two-sided,
+        # and slow on a loaded machine): once every reader acknowledged the first message, none of the
+        # flight is lost to a recorder still discovering the graph
+        for pub in self.publishers:
+            if not pub.wait_for_all_acked(Duration(seconds=10.0)):
+                self.get_logger().warning(f"the first message on {pub.topic_name} was not acknowledged by "
+                                          "every subscriber within 10 s")
+        t0 = time.monotonic()
         policy_since = None
         while self.context.ok():
             deadline = t0 + (self.step + 1) * self.dt_s
