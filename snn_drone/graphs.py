@@ -290,8 +290,20 @@ def launch_description(name: str):
         return [Node(package="snn_drone", executable=s.executable, name=s.name, namespace=s.namespace or None,
                      parameters=[s.parameters], remappings=s.remappings, output="screen", emulate_tty=True,
                      additional_env=s.env or None,
-                     on_exit=Shutdown(reason=f"{s.label} exited") if s.required else None)
+                     on_exit=_on_exit(s))
                 for s in graph.nodes(args)]
+
+    def _on_exit(spec):
+        # as `snn-drone launch`: the graph stops when a required node ends, or any node fails or is
+        # killed (a flight must not go on without its safety supervisor or controllers)
+        def on_exit(event, _context):
+            if spec.required:
+                return [Shutdown(reason=f"{spec.label} exited")]
+            if event.returncode != 0:
+                how = f"killed by signal {-event.returncode}" if event.returncode < 0 else f"exit code {event.returncode}"
+                return [Shutdown(reason=f"{spec.label} died ({how})")]
+            return None
+        return on_exit
 
     return LaunchDescription(
         [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in graph.arguments]

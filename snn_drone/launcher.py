@@ -96,7 +96,8 @@ def launch(graph: str, assignments: dict[str, str] | None = None, out=None, grac
                 done = [(p, rc) for p, rc in ended if p.spec.required]
                 if failed:
                     p, rc = failed[0]
-                    out.write(f"[launch] {p.spec.label} died with exit code {rc}; stopping the graph\n")
+                    how = f"was killed by {_signal_name(-rc)}" if rc < 0 else f"died with exit code {rc}"
+                    out.write(f"[launch] {p.spec.label} {how}; stopping the graph\n")
                     code = 1
                     break
                 if done:
@@ -113,6 +114,13 @@ def launch(graph: str, assignments: dict[str, str] | None = None, out=None, grac
                 signal.signal(s, h)
     out.flush()
     return code
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _stop(procs: list[_Process], grace_s: float, out) -> int:

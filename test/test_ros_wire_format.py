@@ -199,6 +199,23 @@ def test_dds_defaults_keep_traffic_on_the_loopback_unless_the_user_chose():
     assert "<address>127.0.0.1</address>" in xml and "<useBuiltinTransports>false</useBuiltinTransports>" in xml
 
 
+def test_fast_dds_parses_the_loopback_profile_without_an_error():
+    """A profile Fast DDS cannot parse is dropped whole, silently but for a log line: the loopback
+    restriction and the 100 ms heartbeat would both be gone."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                                             "FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")}
+    env.update(dds.localhost_defaults(env), ROS_DOMAIN_ID=str(60 + os.getpid() % 30))
+    code = ("import rclpy\nfrom std_msgs.msg import String\nrclpy.init()\nn = rclpy.create_node('profile_check')\n"
+            "n.create_publisher(String, 'chat', 10)\nn.create_subscription(String, 'chat', lambda m: None, 10)\n"
+            "print('up')\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "up", out.stderr[-2000:]
+    assert "XMLPARSER" not in out.stderr and "Error" not in out.stderr, out.stderr[-2000:]
+    assert "<heartbeat_period>" in dds.localhost_profile().read_text()
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to watch the sockets")
 def test_two_nodes_talk_with_packets_to_127_0_0_1_only(tmp_path):
     import subprocess

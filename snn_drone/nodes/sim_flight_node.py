@@ -29,7 +29,7 @@ import time
 import torch
 from geometry_msgs.msg import Twist
 from rclpy.duration import Duration
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float32MultiArray, String
@@ -47,6 +47,7 @@ from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, 
 class SimFlightNode(Node):
     def __init__(self):
         super().__init__("sim_flight_node")
+        self._fqn = self.get_fully_qualified_name()  # the handle is gone after a signal's shutdown
         cfg = declare_train_config(self)
         self.b = declare(self, "num_drones", 1, "drones flown together (1 for fly_real)")
         flight = FlightConfig(
@@ -84,6 +85,8 @@ class SimFlightNode(Node):
         self._cmd_sim_s = 0.0     # simulated time of the newest motor_cmd
         self._slipped_s = 0.0     # real time the simulator fell behind (simulated time paused)
         self._flown = False
+        self._max_stale_s = 0.0   # the oldest command the policy phase flew (sim s)
+        self._after_shutdown = ""
         self._errors_m: list[float] = []
         self._phase_sent = None
         self.pub_state = self.create_publisher(Float32MultiArray, arrays.STATE.topic, LIVE_QOS)
@@ -174,17 +177,28 @@ class SimFlightNode(Node):
         ex.add_node(self)
         while self.context.ok() and self.pub_state.get_subscription_count() < self.wait_for_subscribers:
             ex.spin_once(timeout_sec=0.05)
+        self.sim.events.append((0.0, "ground (start)"))
+        try:
+            self._publish(torch.full((self.b, layout.ACTION_DIM), -1.0))
+            # the subscribers this writer counts may not have matched it yet (DDS discovery is two-sided,
+            # and slow on a loaded machine): once every reader acknowledged the first message, none of
+            # the flight is lost to a recorder still discovering the graph
+            for pub in self.publishers:
+                if self.context.ok() and not pub.wait_for_all_acked(Duration(seconds=10.0)):
+                    self.get_logger().warning(f"the first message on {pub.topic_name} was not acknowledged "
+                                              "by every subscriber within 10 s")
+            self._fly_online(ex)
+        except (ExternalShutdownException, RuntimeError):
+            if self.context.ok():
+                raise
+            # a spin, publish or wait that met the signal's shutdown: the drone flies on below
+        if not self._at_rest():
+            self._fly_out()
+        print(f"[{self._fqn}] {self.report()}", file=sys.stderr, flush=True)
+
+    def _fly_online(self, ex) -> None:
+        """The real-time loop while the graph runs: spin until each step's deadline, then step."""
         sim = self.sim
-        sim.events.append((0.0, "ground (start)"))
-        action = torch.full((self.b, layout.ACTION_DIM), -1.0)
-        self._publish(action)
-        # the subscribers this writer counts may not have matched it yet (DDS discovery is two-sided,
-        # and slow on a loaded machine): once every reader acknowledged the first message, none of the
-        # flight is lost to a recorder still discovering the graph
-        for pub in self.publishers:
-            if not pub.wait_for_all_acked(Duration(seconds=10.0)):
-                self.get_logger().warning(f"the first message on {pub.topic_name} was not acknowledged by "
-                                          "every subscriber within 10 s")
         t0 = time.monotonic()
         policy_since = None
         while self.context.ok():
@@ -197,16 +211,9 @@ class SimFlightNode(Node):
             if late > self.dt_s:  # this process itself fell behind: simulated time pauses rather than jumps
                 t0 += late
                 self._slipped_s += late
-            silent = sim.time_s - self._cmd_sim_s  # the drone's clock, as the firmware's watchdog counts
-            if sim.phase == "policy" and silent > self.command_timeout_s:
-                why = f"motor command watchdog: no motor_cmd for {silent:.3f} s (command_timeout_s {self.command_timeout_s})"
-                self._log(sim.stop(why) if self.command_fallback == "stop" else sim.land(why), warn=True)
             if self.auto_takeoff_s >= 0 and not self._flown and sim.time_s >= self.auto_takeoff_s:
                 self._log(sim.takeoff())
-            if sim.phase != "ground":
-                self._flown = True
-            action = sim.step(self._newest if sim.phase == "policy" else None)
-            self.step += 1
+            action = self._firmware_step(self._log)
             if sim.phase == "policy":
                 policy_since = sim.time_s if policy_since is None else policy_since
                 self._errors_m.append(float((sim.state[:, layout.POS] - sim.target).norm(dim=1).mean()))
@@ -215,9 +222,43 @@ class SimFlightNode(Node):
             else:
                 policy_since = None
             self._publish(action)
-            if self.exit_when_landed and self._flown and sim.phase == "ground" and bool((sim.state[:, 2] <= 0).all()):
+            if self.exit_when_landed and self._flown and self._at_rest():
                 break
-        print(f"[{self.get_fully_qualified_name()}] {self.report()}", file=sys.stderr, flush=True)
+
+    def _firmware_step(self, log) -> torch.Tensor:
+        """One step of the drone's own firmware and physics: the motor command watchdog (on the
+        drone's clock), then the phase's command flies. Returns the applied action."""
+        sim = self.sim
+        silent = sim.time_s - self._cmd_sim_s
+        if sim.phase == "policy" and silent > self.command_timeout_s:
+            why = f"motor command watchdog: no motor_cmd for {silent:.3f} s (command_timeout_s {self.command_timeout_s})"
+            log(sim.stop(why) if self.command_fallback == "stop" else sim.land(why), warn=True)
+        if sim.phase == "policy":  # the age of the command that flies this step
+            self._max_stale_s = max(self._max_stale_s, sim.time_s - self._cmd_sim_s)
+        if sim.phase != "ground":
+            self._flown = True
+        action = sim.step(self._newest if sim.phase == "policy" else None)
+        self.step += 1
+        return action
+
+    def _at_rest(self) -> bool:
+        return self.sim.phase == "ground" and bool((self.sim.state[:, 2] <= 0).all())
+
+    def _fly_out(self, limit_s: float = 60.0) -> None:
+        """The graph stopped (or a node of it died) with the drone off the ground: the drone itself
+        flies on without a ground station, as hardware would, until it rests on the ground. The
+        command that flew last goes on until the watchdog trips its fallback; a take-off or a hover
+        of the stock controller lands, as the bridge does when it closes. Simulated time runs as
+        fast as the CPU allows (nothing listens any more); the report says how it ended."""
+        sim, t_end = self.sim, self.sim.time_s + limit_s
+        start_s = sim.time_s
+        if sim.phase == "takeoff":
+            sim.land("the graph stopped: the bridge lands")
+        while not self._at_rest() and sim.time_s < t_end:
+            self._firmware_step(lambda text, warn=False: None)  # the events keep what happened
+        self._after_shutdown = (f"graph stopped at {start_s:.2f} s with the drone airborne; "
+                                + (f"at rest on the ground at {sim.time_s:.2f} s" if self._at_rest()
+                                   else f"still {sim.phase} after {limit_s:.0f} s"))
 
     def report(self) -> str:
         """Flight report: phases and the mean position error while the policy flew."""
@@ -226,6 +267,10 @@ class SimFlightNode(Node):
             "; ".join(f"{t:.2f} s {why}" for t, why in self.sim.events)
         if e:
             text += f"; policy flew {len(e)} steps, mean position error {sum(e) / len(e):.3f} m"
+        if self._max_stale_s > 0:
+            text += f"; oldest motor_cmd flown {self._max_stale_s:.3f} s"
+        if self._after_shutdown:
+            text += f"; {self._after_shutdown}"
         if self._slipped_s > 0:
             text += f"; the simulator fell behind real time by {self._slipped_s:.3f} s in all (time paused)"
         return text

@@ -33,6 +33,7 @@ from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_t
 class SimNode(Node):
     def __init__(self):
         super().__init__("sim_node")
+        self._fqn = self.get_fully_qualified_name()  # the handle is gone after a signal's shutdown
         cfg = self.cfg = declare_train_config(self)
         b = declare(self, "num_drones", 0, "drones simulated by this worker (0: the config's num_drones)") or cfg.num_drones
         backend = declare(self, "backend", "batched", "physics: 'batched' (torch model) or 'pybullet'")
@@ -217,7 +218,7 @@ class SimNode(Node):
             for pub, what in ((self.pub_rollout, "the last rollouts"), (self.pub_episodes, "the last episodes")):
                 self._await_acks(pub, what)  # a recorder or trainer behind on reading still gets them
         # printed, not logged: after SIGINT the context (and rosout) may be down already
-        print(f"[{self.get_fully_qualified_name()}] {self.speed_report(t_100)}", file=sys.stderr, flush=True)
+        print(f"[{self._fqn}] {self.speed_report(t_100)}", file=sys.stderr, flush=True)
 
     def _await_acks(self, pub, what: str, timeout_s: float = 10.0) -> None:
         if not pub.wait_for_all_acked(Duration(seconds=timeout_s)):
