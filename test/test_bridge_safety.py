@@ -85,3 +85,14 @@ def test_a_trip_seen_by_both_threads_at_once_is_acted_on_once(bridge, action):
     acted = [c for c in bridge.calls if c in ("high_level_commander.land", "loc.send_emergency_stop")]
     assert trips == ["geofence"], trips
     assert acted == ["high_level_commander.land" if action == "land" else "loc.send_emergency_stop"], bridge.calls
+
+
+def test_closing_in_flight_lands_the_drone_before_the_link_closes(bridge):
+    bridge._takeoff(None, types.SimpleNamespace())
+    bridge.close()
+    assert bridge.calls[-2:] == ["high_level_commander.land", "close_link"], bridge.calls
+
+
+def test_closing_on_the_ground_only_closes_the_link(bridge):
+    bridge.close()
+    assert "high_level_commander.land" not in bridge.calls and bridge.calls[-1] == "close_link", bridge.calls

@@ -302,10 +302,16 @@ class CrazyflieBridge(Node):
         self.cf.extpos.send_extpose(p.x, p.y, p.z, o.x, o.y, o.z, o.w)
 
     def close(self) -> None:
+        """The bridge is going (the graph stopped, or a node of it died): a drone in the air lands
+        with the stock controller rather than hover on with no ground station."""
         cf = getattr(self, "cf", None)
         if cf is not None:
             try:
-                self._stop_streaming()
+                if self.flying and self._rest_at is None:
+                    self._end_flight("land", "the bridge is closing")
+                    time.sleep(0.1)  # let the radio carry the land command before the link closes
+                else:
+                    self._stop_streaming()
             finally:
                 cf.close_link()
 
