@@ -239,3 +239,47 @@ def test_lambda_bc_decays_per_stage_when_asked_and_not_per_epoch():
     per_epoch = _learner(lambda_bc=0.2, lambda_bc_decay=0.5)
     per_epoch.end_stage()
     assert per_epoch.lambda_bc == 0.2
+
+
+def test_critic_and_actor_losses_on_the_masked_rows_only_equal_the_masked_means_over_every_step():
+    """The learner sends only the steps a loss reads through the critics: the losses and every
+    gradient equal the masked mean over all T x N steps, computed here by hand on a spiking actor."""
+    from snn_drone.core.snn.spiking_actor import SpikingActor, SpikingActorConfig
+    torch.manual_seed(3)
+    g = torch.Generator().manual_seed(5)
+    valid = torch.rand(T, N, generator=g) > 0.3
+    b = _batch(reward=torch.randn(T, N, generator=g), terminated=(torch.rand(T, N, generator=g) > 0.8).float(),
+               valid=valid, guide=torch.rand(T, N, 4, generator=g) * 2 - 1)
+    actor = SpikingActor(SpikingActorConfig(hidden=(16, 8)))
+    learner = TD3BCLearner(actor, LearnerConfig(warmup=W, critic_lr=0.0, actor_lr=0.0, policy_delay=2,
+                                                lambda_bc=0.5), critic=TwinCritic())
+    c = learner.cfg
+
+    def masked(x, m):
+        m = m.float()
+        return (x * m).sum() / m.sum().clamp_min(1.0)
+    # by hand, every step through the networks, the masks in the means (the same noise draw)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        next_pi = learner.actor_target.forward_sequence(b.actor_obs)[0][1:]
+        noise = (torch.randn_like(next_pi) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
+        q1_t, q2_t = learner.critic_target(b.priv_obs[1:], (next_pi + noise).clamp(-1, 1))
+        y = b.reward + c.gamma * (1 - b.terminated) * torch.minimum(q1_t, q2_t)
+    q1, q2 = learner.critic(b.priv_obs[:-1], b.action)
+    critic_loss = masked((q1 - y) ** 2 + (q2 - y) ** 2, b.valid)
+    critic_grads = torch.autograd.grad(critic_loss, list(learner.critic.parameters()))
+    pi = actor.forward_sequence(b.actor_obs[:-1])[0]
+    q = learner.critic.q1_only(b.priv_obs[:-1], pi)
+    lam = c.alpha / masked(q.abs(), b.actor_mask).detach()
+    actor_loss = -lam * masked(q, b.actor_mask) + 0.5 * masked(((pi - b.guide_action) ** 2).sum(-1), b.actor_mask)
+    actor_grads = torch.autograd.grad(actor_loss, list(actor.parameters()))
+    # the learner (its first update steps the critic only: policy_delay 2)
+    torch.manual_seed(11)
+    m = learner.update(b)
+    assert m["critic_loss"] == pytest.approx(critic_loss.item(), rel=1e-5)
+    for got, want in zip((p.grad for p in learner.critic.parameters()), critic_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    loss, out = learner.actor_loss(b)
+    assert out["actor_loss"] == pytest.approx(actor_loss.item(), rel=1e-5)
+    for got, want in zip(torch.autograd.grad(loss, list(actor.parameters())), actor_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

@@ -137,9 +137,9 @@ def derive_batch(seqs: Sequences, task_cfg, coeffs, actor_inputs: str, warmup: i
     )
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp_min(1.0)
+def _mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of the rows a mask selected; 0 when it selected none (as a masked mean over nothing)."""
+    return x.sum() / max(x.numel(), 1)
 
 
 class TD3BCLearner:
@@ -165,24 +165,27 @@ class TD3BCLearner:
         metrics: dict[str, float] = {}
 
         if cfg.use_q:  # pure BC (use_q False) never reads the critic: skip its update
+            # only the steps the loss reads go through the critics ([T, N] -> [K] rows): the same
+            # loss and gradients as a masked mean over every step, without the work on padding and
+            # on the steps the mask leaves out
+            m = b.valid if cfg.critic_steps == "all" else b.burn_in_mask
             # Critic target: y = r + gamma (1 - d) min_j Q'_j(s', pi'(s') + clipped noise)
             with torch.no_grad():
-                next_pi, _ = self.actor_target.forward_sequence(b.actor_obs)   # pi'(s_0 .. s_T)
+                next_pi, _ = self.actor_target.forward_sequence(b.actor_obs)   # pi'(s_0 .. s_T): the SNN needs every step
                 next_pi = next_pi[1:]                                          # pi'(s_{t+1})
                 noise = (torch.randn_like(next_pi) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
-                next_a = (next_pi + noise).clamp(-1.0, 1.0)
-                q1_t, q2_t = self.critic_target(b.priv_obs[1:], next_a)
-                y = b.reward + cfg.gamma * (1.0 - b.terminated) * torch.minimum(q1_t, q2_t)
+                next_a = (next_pi + noise).clamp(-1.0, 1.0)[m]
+                q1_t, q2_t = self.critic_target(b.priv_obs[1:][m], next_a)
+                y = b.reward[m] + cfg.gamma * (1.0 - b.terminated[m]) * torch.minimum(q1_t, q2_t)
 
             # Critic loss on the stored (executed) actions
-            q1, q2 = self.critic(b.priv_obs[:-1], b.action)
-            critic_mask = b.valid if cfg.critic_steps == "all" else b.burn_in_mask
-            critic_loss = _masked_mean((q1 - y) ** 2 + (q2 - y) ** 2, critic_mask)
+            q1, q2 = self.critic(b.priv_obs[:-1][m], b.action[m])
+            critic_loss = _mean((q1 - y) ** 2 + (q2 - y) ** 2)
             self.critic_opt.zero_grad(set_to_none=True)
             critic_loss.backward()
             self.critic_opt.step()
             metrics["critic_loss"] = critic_loss.item()
-            metrics["q_mean"] = _masked_mean(q1.detach(), critic_mask).item()
+            metrics["q_mean"] = _mean(q1.detach()).item()
 
         self.updates += 1
         if not cfg.use_q:  # pure BC: no critic to wait for and no target that anything reads
@@ -197,19 +200,20 @@ class TD3BCLearner:
         cfg = self.cfg
         pi, _ = self.actor.forward_sequence(b.actor_obs[:-1])              # [T, N, 4], hidden from zero
         m = b.actor_mask
+        pi_m = pi[m]                                                       # [K, 4]: the steps the loss reads
         loss = pi.new_zeros(())
         out: dict[str, float] = {}
         if cfg.use_q:
-            q = self.critic.q1_only(b.priv_obs[:-1], pi)
-            lam = cfg.alpha / _masked_mean(q.abs(), m).detach().clamp_min(1e-6)
-            q_term = _masked_mean(q, m)
+            q = self.critic.q1_only(b.priv_obs[:-1][m], pi_m)
+            lam = cfg.alpha / _mean(q.abs()).detach().clamp_min(1e-6)
+            q_term = _mean(q)
             loss = loss - lam * q_term
             out["lambda"] = float(lam)
             out["actor_q"] = q_term.item()
         if cfg.use_bc:
-            sq = (pi - b.guide_action) ** 2
+            sq = (pi_m - b.guide_action[m]) ** 2
             sq = sq.sum(-1) if cfg.bc_reduction == "sum" else sq.mean(-1)
-            bc = _masked_mean(sq, m)
+            bc = _mean(sq)
             loss = loss + self.lambda_bc * bc
             out["bc_loss"] = bc.item()
         out["actor_loss"] = loss.item()
