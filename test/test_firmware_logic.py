@@ -217,3 +217,38 @@ def test_action_to_ratio_asks_for_the_thrust_the_trained_model_expects():
         MotorMappingConfig(max_thrust_per_motor_n=0.0)
     with pytest.raises(ValueError, match="outside \\[0, 1\\]"):
         encode_motor_packet(0, (0.5, 1.2, 0.0, 0.0))
+
+
+CRAZYFLIE_FIRMWARE = "CRAZYFLIE_FIRMWARE"
+"""Environment variable naming a crazyflie-firmware checkout (2026.08 or later, submodules initialised)."""
+
+
+@pytest.mark.skipif(not __import__("os").environ.get(CRAZYFLIE_FIRMWARE),
+                    reason=f"set {CRAZYFLIE_FIRMWARE} to a crazyflie-firmware checkout (2026.08 or later, "
+                           "`git submodule update --init --recursive`) to build the app against it")
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs arm-none-eabi-gcc (Debian: gcc-arm-none-eabi)")
+def test_the_app_builds_against_the_crazyflie_firmware_with_no_warning_and_selects_the_oot_controller(tmp_path):
+    """firmware/README.md's build, at the firmware's own flags (-Wall -Werror); then the app's own
+    sources again with -Wextra -Wshadow -Wconversion: no warning from them (the firmware's headers
+    may warn)."""
+    import os
+    import re
+    base = Path(os.environ[CRAZYFLIE_FIRMWARE]).resolve()
+    app = tmp_path / "firmware"
+    shutil.copytree(FIRMWARE, app)
+    out = subprocess.run(["make", f"CRAZYFLIE_BASE={base}", "V=1", f"-j{os.cpu_count() or 2}"], cwd=app,
+                         capture_output=True, text=True, timeout=1800)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    assert (app / "build" / "cf2.bin").stat().st_size > 100_000
+    assert not re.search(r"warning:", log), [line for line in log.splitlines() if "warning:" in line][:10]
+    config = (app / "build" / ".config").read_text()
+    assert "CONFIG_CONTROLLER_OOT=y" in config and not re.search(r"^CONFIG_CONTROLLER_(PID|INDI|MELLINGER|BRESCIANINI|LEE)=y",
+                                                                  config, re.M)  # auto-select picks OutOfTree
+    cc = next(line for line in log.splitlines() if "arm-none-eabi-gcc" in line and "snn_motor_app.c" in line)
+    for src in ("snn_motor_app.c", "motor_link.c"):
+        cmd = cc.split(";")[-1].strip().replace("snn_motor_app.c", src)
+        strict = subprocess.run(cmd + " -Wextra -Wshadow -Wconversion -Wno-error -fsyntax-only", shell=True,
+                                cwd=app / "build", capture_output=True, text=True)
+        ours = [line for line in strict.stderr.splitlines() if "warning:" in line and "/firmware/src/" in line]
+        assert strict.returncode == 0 and not ours, (src, ours[:10], strict.stderr[-2000:])

@@ -23,11 +23,13 @@
 #include "app_channel.h"
 #include "commander.h"
 #include "controller.h"
+#include "attitude_controller.h"
 #include "controller_pid.h"
 #include "crtp_commander_high_level.h"
 #include "FreeRTOS.h"
 #include "log.h"
 #include "param.h"
+#include "position_controller.h"
 #include "stabilizer_types.h"
 #include "task.h"
 #include "usec_time.h"
@@ -132,7 +134,11 @@ void controllerOutOfTree(control_t *control, const setpoint_t *setpoint, const s
 
   if (out == ML_OUT_STOCK) {
     if (lastOut != ML_OUT_STOCK) {
-      controllerPidReset(); /* integrators went stale while the ground flew the motors */
+      /* the integrators went stale while the ground flew the motors: restart them at the state now
+       * (the firmware's public resets; controllerPidReset does not exist at 2026.08) */
+      positionControllerResetAllPID(state->position.x, state->position.y, state->position.z);
+      positionControllerResetAllfilters();
+      attitudeControllerResetAllPID(state->attitude.roll, state->attitude.pitch, state->attitude.yaw);
     }
     controllerPid(control, setpoint, sensors, state, stabilizerStep);
   } else {
