@@ -188,6 +188,11 @@ class SimFlightNode(Node):
                     self.get_logger().warning(f"the first message on {pub.topic_name} was not acknowledged "
                                               "by every subscriber within 10 s")
             self._fly_online(ex)
+            # landed and leaving: the last state and phase ("ground") reach every reader before the
+            # process (and with it the latched phase) is gone
+            for pub in (self.pub_flight, self.pub_state, self.pub_clock):
+                if self.context.ok():
+                    pub.wait_for_all_acked(Duration(seconds=5.0))
         except (ExternalShutdownException, RuntimeError):
             if self.context.ok():
                 raise
