@@ -8,6 +8,7 @@ verb is on PATH (a ROS 2 install); without one those tests skip and the package'
 run from the installed prefix, covers the same graphs."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -175,3 +176,44 @@ def test_the_pip_setup_launches_train_sim_from_any_directory(tmp_path):
     """`make setup`'s environment (this interpreter, the package editable): `snn-drone launch` from a
     directory that holds none of the package's files."""
     _train_sim_from([sys.executable, "-m", "snn_drone.cli"], _env(), tmp_path)
+
+
+def _processes():
+    """(pid, parent pid, command line) of every process."""
+    for d in Path("/proc").iterdir():
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            yield int(d.name), ppid, (d / "cmdline").read_bytes()
+        except (ValueError, OSError, IndexError):
+            continue
+
+
+@needs_ros2
+def test_ros2_launch_fly_real_stops_the_graph_when_a_node_is_killed_and_the_drone_lands(colcon_prefix, tmp_path):
+    """As `snn-drone launch`: a node killed mid-flight shuts the ros2 launch down, saying which."""
+    import os
+    import signal
+    import time
+    prefix, env = colcon_prefix
+    p = subprocess.Popen([ROS2, "launch", "snn_drone", "fly_real.launch.py", "backend:=sim", "hover_s:=3",
+                          "record:=false"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in p.stdout:
+            lines.append(line)
+            if "policy (take-off done)" in line:
+                break
+        # this launch's own actor (its child), not another graph's on the same machine
+        victim = next(pid for pid, ppid, cmd in _processes() if ppid == p.pid and b"__node:=actor_node" in cmd)
+        os.kill(victim, signal.SIGKILL)
+        lines += p.stdout.readlines()
+        assert p.wait(timeout=120) is not None
+    finally:
+        if p.poll() is None:
+            p.kill()
+            time.sleep(1)
+    log = "".join(lines)
+    assert re.search(r"\[actor_node-\d+\]: process has died \[pid \d+, exit code -9", log), log[-4000:]
+    assert "shutting down launched system" in log, log[-4000:]
+    assert re.search(r"graph stopped at [\d.]+ s with the drone airborne; at rest on the ground", log), log[-4000:]
