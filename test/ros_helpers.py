@@ -50,6 +50,22 @@ def fresh_guide(path: Path) -> Path:
     return save_policy(path, MLPPolicy(MLPPolicyConfig(inputs="privileged")))
 
 
+def child_pid(parent: int, marker: bytes, timeout_s: float = 60.0) -> int:
+    """pid of a direct child of ``parent`` whose command line holds ``marker`` (a node of that
+    launch, never one of another graph running on the machine)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == parent and marker in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+            except (ValueError, OSError, IndexError):
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"no child of {parent} with {marker!r} in its command line within {timeout_s} s")
+
+
 class Processes:
     """Node and CLI processes with logs in ``folder``; ``stop_all`` (SIGINT, then SIGKILL) in a finally."""
 

@@ -178,16 +178,6 @@ def test_the_pip_setup_launches_train_sim_from_any_directory(tmp_path):
     _train_sim_from([sys.executable, "-m", "snn_drone.cli"], _env(), tmp_path)
 
 
-def _processes():
-    """(pid, parent pid, command line) of every process."""
-    for d in Path("/proc").iterdir():
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            yield int(d.name), ppid, (d / "cmdline").read_bytes()
-        except (ValueError, OSError, IndexError):
-            continue
-
-
 @needs_ros2
 def test_ros2_launch_fly_real_stops_the_graph_when_a_node_is_killed_and_the_drone_lands(colcon_prefix, tmp_path):
     """As `snn-drone launch`: a node killed mid-flight shuts the ros2 launch down, saying which."""
@@ -204,8 +194,8 @@ def test_ros2_launch_fly_real_stops_the_graph_when_a_node_is_killed_and_the_dron
             lines.append(line)
             if "policy (take-off done)" in line:
                 break
-        # this launch's own actor (its child), not another graph's on the same machine
-        victim = next(pid for pid, ppid, cmd in _processes() if ppid == p.pid and b"__node:=actor_node" in cmd)
+        from ros_helpers import child_pid
+        victim = child_pid(p.pid, b"__node:=actor_node")  # this launch's actor, not another graph's
         os.kill(victim, signal.SIGKILL)
         lines += p.stdout.readlines()
         assert p.wait(timeout=120) is not None

@@ -19,7 +19,7 @@ import signal
 import time
 from pathlib import Path
 
-from ros_helpers import Processes, fresh_domain_id
+from ros_helpers import Processes, child_pid, fresh_domain_id
 from snn_drone.core.common.config import package_root
 
 SNN = package_root() / "checkpoints" / "snn_actor_bc_only.pt"
@@ -31,25 +31,6 @@ FLIGHT_S = 0.3 + 2.5 + 1.0 + 1.5 + 3.0
 """ground, take-off ramp, settling, policy (0.5 s guide warm-up, then the SNN), landing (s)."""
 
 
-def _child(launcher_pid: int, executable: str, timeout_s: float = 60.0) -> int:
-    """pid of the launcher's child running snn_drone.nodes.<executable>."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == launcher_pid and f"snn_drone.nodes.{executable}".encode() in cmd:
-                return int(entry.name)
-        time.sleep(0.05)
-    raise AssertionError(f"no {executable} process under the launcher {launcher_pid} within {timeout_s} s")
-
-
 def _kill_during_flight(tmp_path: Path, node: str, moment_s: float, trial: str) -> dict:
     procs = Processes(tmp_path / trial, fresh_domain_id())
     try:
@@ -57,7 +38,7 @@ def _kill_during_flight(tmp_path: Path, node: str, moment_s: float, trial: str) 
                            f"command_timeout_s:={TIMEOUT_S}", f"bag:={tmp_path / trial / 'bag'}")
         # the simulated drone's clock starts once the graph listens: the moment counts from there
         procs.wait_log("launch", r"t=0\.00 s: ground \(start\)", timeout_s=120)
-        victim = _child(launch.pid, node)
+        victim = child_pid(launch.pid, f"snn_drone.nodes.{node}".encode())
         time.sleep(moment_s)
         try:
             os.kill(victim, signal.SIGKILL)

@@ -61,6 +61,17 @@ def report_trips(node, pub, verdict, robot: str, drone: int | None = None) -> No
             "verdict": verdict.action})))
 
 
+def await_acks(node, pub, what: str, timeout_s: float = 10.0) -> bool:
+    """Block until every subscriber of ``pub`` acknowledged all it was sent (reliable QoS); warn
+    naming ``what`` if that takes longer than ``timeout_s``. Returns whether all were acknowledged."""
+    from rclpy.duration import Duration
+    if pub.wait_for_all_acked(Duration(seconds=timeout_s)):
+        return True
+    node.get_logger().warning(f"{what} not acknowledged by every subscriber of {pub.topic_name} "
+                              f"within {timeout_s:.0f} s")
+    return False
+
+
 def declare(node, name: str, default, description: str):
     """Declare a typed parameter with a description and return its value."""
     if isinstance(default, (list, tuple)):

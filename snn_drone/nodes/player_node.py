@@ -13,7 +13,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from .bag_io import read_bag
-from .node_runtime import declare, run_node
+from .node_runtime import await_acks, declare, run_node
 from .recorder_node import message_class
 
 
@@ -61,9 +61,8 @@ class PlayerNode(Node):
                     ex.spin_once(timeout_sec=left)
             self.pubs[m.topic].publish(m.rawdata)
             self.published += 1
-        from rclpy.duration import Duration
         for pub in self.pubs.values():  # reliable: every message acknowledged before the publishers vanish
-            pub.wait_for_all_acked(Duration(seconds=5.0))
+            await_acks(self, pub, "the played messages", timeout_s=5.0)
         self.get_logger().info(f"played {self.published} messages")
 
 

@@ -28,7 +28,6 @@ import time
 
 import torch
 from geometry_msgs.msg import Twist
-from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -41,7 +40,7 @@ from snn_drone.core.sim.params import load_preset
 
 from . import arrays
 from .poses import PosePublisher
-from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, receive, run_node, task_config
+from .node_runtime import LATCHED_QOS, LIVE_QOS, await_acks, declare, declare_train_config, receive, run_node, task_config
 
 
 class SimFlightNode(Node):
@@ -184,15 +183,15 @@ class SimFlightNode(Node):
             # and slow on a loaded machine): once every reader acknowledged the first message, none of
             # the flight is lost to a recorder still discovering the graph
             for pub in self.publishers:
-                if self.context.ok() and not pub.wait_for_all_acked(Duration(seconds=10.0)):
-                    self.get_logger().warning(f"the first message on {pub.topic_name} was not acknowledged "
-                                              "by every subscriber within 10 s")
+                if self.context.ok():
+                    await_acks(self, pub, "the first message")
             self._fly_online(ex)
             # landed and leaving: the last state and phase ("ground") reach every reader before the
             # process (and with it the latched phase) is gone
-            for pub in (self.pub_flight, self.pub_state, self.pub_clock):
+            for pub, what in ((self.pub_flight, "the last phase"), (self.pub_state, "the last state"),
+                              (self.pub_clock, "the last clock")):
                 if self.context.ok():
-                    pub.wait_for_all_acked(Duration(seconds=5.0))
+                    await_acks(self, pub, what, timeout_s=5.0)
         except (ExternalShutdownException, RuntimeError):
             if self.context.ok():
                 raise

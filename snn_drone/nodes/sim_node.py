@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import torch
-from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -27,7 +26,7 @@ from snn_drone.core.learning.sequence_replay import EpisodeSlicer, Sequences
 
 from . import arrays
 from .poses import PosePublisher
-from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, declare, declare_train_config, receive, run_node, task_config
+from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, await_acks, declare, declare_train_config, receive, run_node, task_config
 
 
 class SimNode(Node):
@@ -180,7 +179,7 @@ class SimNode(Node):
         if self.ack_first_state:
             # a subscriber the writer has matched may not have matched the writer yet (DDS discovery is
             # two-sided): the first state's acknowledgements prove every reader side is ready
-            self._await_acks(self.pub_state, "the first state")
+            await_acks(self, self.pub_state, "the first state")
         t_100 = None
         while self.context.ok() and (self.max_steps <= 0 or self.step < self.max_steps):
             if self.step == 100:
@@ -216,14 +215,9 @@ class SimNode(Node):
         if self.context.ok():
             self._flush_rollout(force=True)
             for pub, what in ((self.pub_rollout, "the last rollouts"), (self.pub_episodes, "the last episodes")):
-                self._await_acks(pub, what)  # a recorder or trainer behind on reading still gets them
+                await_acks(self, pub, what)  # a recorder or trainer behind on reading still gets them
         # printed, not logged: after SIGINT the context (and rosout) may be down already
         print(f"[{self._fqn}] {self.speed_report(t_100)}", file=sys.stderr, flush=True)
-
-    def _await_acks(self, pub, what: str, timeout_s: float = 10.0) -> None:
-        if not pub.wait_for_all_acked(Duration(seconds=timeout_s)):
-            self.get_logger().warning(f"{what} not acknowledged by every subscriber of {pub.topic_name} "
-                                      f"within {timeout_s:.0f} s")
 
     def speed_report(self, t_100: float | None) -> str:
         """Steps, drone steps/s after the first 100 steps and (lockstep) state -> motor_cmd latency."""
