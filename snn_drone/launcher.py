@@ -126,6 +126,7 @@ def _signal_name(number: int) -> str:
 def _stop(procs: list[_Process], grace_s: float, out) -> int:
     """SIGINT every running node, then SIGTERM, then SIGKILL; 1 if any had to be killed."""
     killed = 0
+    stopping = [p for p in procs if p.proc.poll() is None]
     for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         running = [p for p in procs if p.proc.poll() is None]
         if not running:
@@ -140,4 +141,8 @@ def _stop(procs: list[_Process], grace_s: float, out) -> int:
             time.sleep(0.05)
     for p in procs:
         p.thread.join(timeout=2.0)
+    for p in stopping:  # a node whose stop hung dumps its stacks and exits 1 (node_runtime.run_node)
+        rc = p.proc.poll()
+        if rc not in (0, None, -signal.SIGKILL):
+            out.write(f"[launch] {p.spec.label} stopped with exit code {rc}\n")
     return killed

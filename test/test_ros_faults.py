@@ -148,3 +148,45 @@ def test_trainer_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     assert final["epoch"] >= done + 3 and final["learner"]["updates"] > ckpt["learner"]["updates"]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]  # every line whole
     assert sorted({r["epoch"] for r in rows}) == list(range(1, final["epoch"] + 1))
+
+
+HUNG_NODE = """
+import sys, time
+from rclpy.node import Node
+from snn_drone.nodes.node_runtime import run_node
+
+class Hung(Node):
+    def __init__(self):
+        super().__init__("hung_node")
+        self.create_timer(0.05, lambda: print("spinning", flush=True))
+
+    def close(self):
+        time.sleep(600)  # a stop that never ends: the watchdog, not a second signal, must end it
+
+sys.exit(run_node(Hung))
+"""
+
+
+def test_a_node_whose_stop_hangs_dumps_its_stacks_and_exits_after_the_watchdog(tmp_path):
+    """One SIGINT, then a close() that never returns: the process still ends, with exit code 1 and
+    the stack of the stuck thread on stderr (the launcher then needs no SIGKILL)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    script = tmp_path / "hung_node.py"
+    script.write_text(HUNG_NODE)
+    env = {**os.environ, "SNN_DRONE_SHUTDOWN_WATCHDOG_S": "2", "ROS_DOMAIN_ID": str(fresh_domain_id())}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "spinning"  # up and spinning
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert took >= 2.0  # not before the watchdog's seconds
+    assert "Timeout (0:00:02)!" in err and "in close" in err and "hung_node.py" in err, err

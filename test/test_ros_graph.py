@@ -88,7 +88,9 @@ def test_two_workers_train_one_trainer_weights_reach_the_actors_and_the_guide_ha
             guided += int(ep[d] < h)
             flown_by_actor += int(ep[d] >= h)
     assert guided > 50 and flown_by_actor > 50
-    assert 20 in horizons and len(horizons) >= 3  # the trainer moved H: 20, 15, 10, ...
+    # the trainer moved H down the schedule 20, 15, 10, 5 (the probe may match after epoch 0 on a
+    # busy machine, so which three it saw first is not fixed)
+    assert horizons <= {20, 15, 10, 5} and len(horizons) >= 3, horizons
 
 
 def test_train_sim_with_the_default_guide_raises_the_evaluation_return(tmp_path):

@@ -121,6 +121,23 @@ def _realtime_priority() -> tuple[bool, str]:
     return True, f"real-time priority: SCHED_FIFO {want}"
 
 
+HUNG_SHUTDOWN_EXIT = 1  # faulthandler's exit code
+SHUTDOWN_WATCHDOG_VAR = "SNN_DRONE_SHUTDOWN_WATCHDOG_S"
+
+
+def shutdown_watchdog_s() -> float:
+    """Seconds a node may take to stop after SIGINT/SIGTERM before it dumps its threads' stacks and
+    exits (default 15; below the launcher's 20 s grace, above a landing's few seconds)."""
+    value = os.environ.get(SHUTDOWN_WATCHDOG_VAR, "15")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{SHUTDOWN_WATCHDOG_VAR}={value!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise ValueError(f"{SHUTDOWN_WATCHDOG_VAR}={value!r} must be positive")
+    return seconds
+
+
 def run_node(factory, argv: list[str] | None = None) -> int:
     """Entry point of a node process: loopback DDS defaults, rclpy init, ``factory()`` builds the
     node, ``node.run()`` (or a plain spin) until shutdown; SIGINT/SIGTERM end it cleanly (exit 0).
@@ -129,7 +146,9 @@ def run_node(factory, argv: list[str] | None = None) -> int:
     Signals are handled in Python, in the main thread between two bytecodes (rclpy's own handler
     shuts the context down from another thread, which raced with a running take/publish here): the
     first SIGINT/SIGTERM shuts the context down so that every loop on ``context.ok()`` ends, a
-    second one exits at once."""
+    second one exits at once. A stop that hangs where no Python runs (seen once in CI, in DDS
+    teardown after the graph had finished) ends after :func:`shutdown_watchdog_s` with every
+    thread's stack on stderr and exit code 1, so the launcher need not SIGKILL it."""
     args = sys.argv if argv is None else argv
     user = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
     if "-h" in user or "--help" in user:
@@ -147,6 +166,7 @@ def run_node(factory, argv: list[str] | None = None) -> int:
     apply_localhost_defaults()
     realtime, realtime_text = _realtime_priority()  # before rclpy starts its threads: they inherit the policy
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where is a node stuck?
+    watchdog_s = shutdown_watchdog_s()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signals = []
 
@@ -154,6 +174,10 @@ def run_node(factory, argv: list[str] | None = None) -> int:
         signals.append(signum)
         if len(signals) > 1:
             os._exit(128 + signum)
+        # a shutdown stuck in C (DDS teardown) runs no Python, so neither a second signal nor any
+        # Python timer could end it: faulthandler's own C thread prints "Timeout" and every
+        # thread's stack, then exits, if the process still lives after the watchdog's seconds
+        faulthandler.dump_traceback_later(watchdog_s, exit=True)
         rclpy.try_shutdown()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
