@@ -93,9 +93,9 @@ def read_output(path: Path, steps: int, drones: int, neurons: int):
     return int(cal[0]), int(cal[1]), body.reshape(steps, drones)
 
 
-def run_host(export_dir: Path, flight: Flight, neurons: int, flags=("-std=c99", "-O2")):
-    """Build the harness for the host (once per folder) and run it on ``flight``: records [T, B]."""
-    exe = export_dir / "onboard_host"
+def run_host(export_dir: Path, flight: Flight, neurons: int, flags=("-std=c99", "-O2"), name="onboard_host"):
+    """Build the harness for the host (once per folder and name) and run it on ``flight``: records [T, B]."""
+    exe = export_dir / name
     if not exe.exists():
         _build_host(export_dir, exe, flags)
     inp, out = export_dir / "host_in.bin", export_dir / "host_out.bin"

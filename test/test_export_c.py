@@ -215,7 +215,7 @@ def test_object_file_needs_only_tanhf_and_fits_a_cortex_m4(paper_case, tmp_path)
     size = footprint_bytes(SpikingActor(SpikingActorConfig(seed=0)))
     # 18*256 + 256 + 2*256 + 256*128 + 128 + 2*128 + 128*4 + 4 floats; STM32F405: 1 MB flash, 192 KB RAM
     assert size["weights_flash"] == 4 * 39044
-    assert size["state_ram"] == 4 * 384 + 384 + 4 * 256
+    assert size["state_ram"] == 4 * 384 + 384 + 6 * 256
 
 
 def test_cli_export_c_writes_compilable_files_for_the_actor_and_the_guide(tmp_path, capsys):

@@ -81,6 +81,15 @@ def test_host_build_of_the_onboard_step_equals_torch_on_a_simulated_flight(case)
     assert float(np.abs(host["action"] - flight.applied).max()) <= 1e-5
 
 
+def test_blocked_kernels_equal_the_plain_loops_bit_for_bit(case):
+    """SNN_BLOCKED=1 (default: 16 outputs summed in registers) and 0 (plain loops) sum each output
+    in the same order: every membrane, spike and action is identical."""
+    _, _, flight, d, host, _ = case
+    plain = onboard.run_host(d, flight, NEURONS, flags=("-std=c99", "-O2", "-DSNN_BLOCKED=0"), name="plain")
+    for k in ("obs", "membrane", "spikes", "action", "guide"):
+        assert np.array_equal(plain[k], host[k]), k
+
+
 @torch.no_grad()
 def test_guide_history_is_reset_to_the_fill_and_the_clipped_applied_actions_enter_it(case):
     """Applied actions far outside [-1, 1] and another fill: the C guide equals the guide on a

@@ -61,7 +61,7 @@ from torch import Tensor
 from ..common import layout
 from ..snn.lif import LIFState, lif_step
 from ..snn.spiking_actor import ActorState, SpikingActor
-from .c_codegen import _PRELUDE, _array, _checked, _write, sequential_affine
+from .c_codegen import _ACTIVE_KERNEL, _PRELUDE, _array, _checked, _write, sequential_affine
 from .export_c_guide import guide_files, guide_footprint_bytes, is_mlp_policy, observation_files
 
 HEADER = "snn_actor.h"
@@ -180,6 +180,7 @@ typedef struct {{
   float membrane[SNN_NEURONS];  /* U of every LIF neuron, layer 0 first (SNN_LAYERl_OFFSET) */
   uint8_t spikes[SNN_NEURONS];  /* spikes of the last step, 1 or 0 (also the next reset term) */
   float current[SNN_MAX_WIDTH]; /* scratch: input currents of the layer being updated */
+  uint16_t active[SNN_MAX_WIDTH]; /* scratch: indices of the spiking inputs of that layer */
 }} snn_state_t;
 
 /* Zero every membrane (start of an episode). */
@@ -225,17 +226,16 @@ static void snn_affine_dense(const float *wt, const float *b, const float *x, in
   snn_accumulate_dense(wt, x, n_in, n_out, out);
 }
 
-/* The same sum for 0/1 inputs: silent inputs add exactly 0 and are skipped. */
-static void snn_affine_spikes(const float *wt, const float *b, const uint8_t *s, int n_in, int n_out, float *out)
+/* The same sum for 0/1 inputs: silent inputs add exactly 0 and are skipped (active: scratch). */
+static void snn_affine_spikes(const float *wt, const float *b, const uint8_t *s, int n_in, int n_out, float *out,
+                              uint16_t *active)
 {
-  int i, j;
+  int i, j, n = 0;
   for (i = 0; i < n_out; ++i) out[i] = b[i];
   for (j = 0; j < n_in; ++j) {
-    if (s[j]) {
-      const float *col = wt + (long)j * n_out;
-      for (i = 0; i < n_out; ++i) out[i] = out[i] + col[i];
-    }
+    if (s[j]) active[n++] = (uint16_t)j;
   }
+  snn_accumulate_active(wt, active, n, n_out, out);
 }
 
 /* LIF with soft reset: U = beta U + I - r U_thr, r = last spike; spike = U > U_thr. */
@@ -274,14 +274,14 @@ def _source(actor: SpikingActor) -> str:
             step.append(f"  snn_affine_dense(snn_fc0_weight, snn_fc0_bias, obs, SNN_OBS_DIM, SNN_LAYER0_SIZE, state->current);")
         else:
             step.append(f"  snn_affine_spikes(snn_fc{l}_weight, snn_fc{l}_bias, state->spikes + SNN_LAYER{l - 1}_OFFSET, "
-                        f"SNN_LAYER{l - 1}_SIZE, SNN_LAYER{l}_SIZE, state->current);")
+                        f"SNN_LAYER{l - 1}_SIZE, SNN_LAYER{l}_SIZE, state->current, state->active);")
         step.append(f"  snn_lif(snn_lif{l}_beta, snn_lif{l}_threshold, state->current, SNN_LAYER{l}_SIZE, "
                     f"state->membrane + SNN_LAYER{l}_OFFSET, state->spikes + SNN_LAYER{l}_OFFSET);")
     last = len(hidden) - 1
     step.append(f"  snn_affine_spikes(snn_readout_weight, snn_readout_bias, state->spikes + SNN_LAYER{last}_OFFSET, "
-                f"SNN_LAYER{last}_SIZE, SNN_ACTION_DIM, state->current);")
+                f"SNN_LAYER{last}_SIZE, SNN_ACTION_DIM, state->current, state->active);")
     nl = "\n"
-    return f"""{_SOURCE_COMMON.replace("@PRELUDE@", _PRELUDE)}
+    return f"""{_SOURCE_COMMON.replace("@PRELUDE@", _PRELUDE + _ACTIVE_KERNEL)}
 void snn_reset(snn_state_t *state)
 {{
 {nl.join(reset)}
@@ -317,13 +317,14 @@ def export_c(policy, out_dir: str | os.PathLike, source: str | None = None) -> l
 
 
 def footprint_bytes(policy) -> dict[str, int]:
-    """Flash for the parameters and RAM for one state struct (float32, uint8 spikes)."""
+    """Flash for the parameters and RAM for one state struct (float32 membranes and currents, uint8
+    spikes, uint16 active-input indices)."""
     if is_mlp_policy(policy):
         return guide_footprint_bytes(policy)
     n_params = sum(p.numel() for name, p in policy.named_parameters())
     neurons = sum(policy.cfg.hidden)
     width = max(max(policy.cfg.hidden), policy.cfg.action_dim)
-    return {"weights_flash": 4 * n_params, "state_ram": 4 * neurons + neurons + 4 * width}
+    return {"weights_flash": 4 * n_params, "state_ram": 4 * neurons + neurons + 6 * width}
 
 
 __all__ = ["export_c", "sequential_affine", "sequential_step", "sequential_sequence", "footprint_bytes"]
