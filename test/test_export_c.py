@@ -215,15 +215,16 @@ def test_object_file_needs_only_tanhf_and_fits_a_cortex_m4(paper_case, tmp_path)
     size = footprint_bytes(SpikingActor(SpikingActorConfig(seed=0)))
     # 18*256 + 256 + 2*256 + 256*128 + 128 + 2*128 + 128*4 + 4 floats; STM32F405: 1 MB flash, 192 KB RAM
     assert size["weights_flash"] == 4 * 39044
-    assert size["state_ram"] == 4 * 384 + 384 + 4 * 256
+    assert size["state_ram"] == 4 * 384 + 384 + 6 * 256
 
 
-def test_cli_export_c_writes_compilable_files_and_rejects_a_non_spiking_policy(tmp_path, capsys):
+def test_cli_export_c_writes_compilable_files_for_the_actor_and_the_guide(tmp_path, capsys):
     actor = SpikingActor(SpikingActorConfig(hidden=(8, 6), seed=1))
     ckpt = save_actor(tmp_path / "actor.pt", actor)
     assert main(["export", str(ckpt), "--format", "c"]) == 0
     out_dir = tmp_path / "actor_export"
-    assert sorted(p.name for p in out_dir.iterdir()) == ["snn_actor.c", "snn_actor.h", "snn_actor_weights.h"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["snn_actor.c", "snn_actor.h", "snn_actor_weights.h",
+                                                         "snn_observation.c", "snn_observation.h"]
     assert "weights_flash_bytes=" in capsys.readouterr().out
     obs = torch.randn(5, 2, 18)
     reset = torch.zeros(5, 2, dtype=torch.bool)
@@ -232,8 +233,14 @@ def test_cli_export_c_writes_compilable_files_and_rejects_a_non_spiking_policy(t
     assert float(np.abs(out["action"] - act).max()) <= 1e-6
 
     mlp = save_policy(tmp_path / "mlp.pt", MLPPolicy(MLPPolicyConfig()))
-    assert main(["export", str(mlp), "--format", "c", "--out", str(tmp_path / "x")]) == 2
-    assert "needs a spiking actor" in capsys.readouterr().err
+    assert main(["export", str(mlp), "--format", "c", "--out", str(tmp_path / "x")]) == 0
+    assert "weights_flash_bytes=55312 state_ram_bytes=1540" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["snn_guide.c", "snn_guide.h", "snn_guide_weights.h",
+                                                                  "snn_observation.c", "snn_observation.h"]
+    subprocess.run(["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2", "-c", "-I", str(tmp_path / "x"),
+                    str(tmp_path / "x" / "snn_guide.c"), "-o", str(tmp_path / "g.o")], check=True)
+    with pytest.raises(TypeError, match="spiking actor .* or an MLP policy"):
+        export_c(torch.nn.Linear(18, 4), tmp_path / "y")
 
 
 def test_export_names_a_non_finite_parameter(tmp_path):

@@ -1,5 +1,6 @@
 """`snn-drone export`: a spiking-actor checkpoint as onboard C (float32 step function + weights
-header) or as a Neuromorphic Intermediate Representation (NIR) file."""
+header) or as a Neuromorphic Intermediate Representation (NIR) file; a guide (MLP) checkpoint as
+onboard C. Every C export also writes the onboard observation (snn_observation.c)."""
 from __future__ import annotations
 
 import argparse
@@ -16,13 +17,17 @@ def register(subparsers) -> None:
         description="Export a spiking-actor checkpoint for onboard inference. --format c writes "
                     "snn_actor.h (API: snn_reset, snn_step), snn_actor_weights.h (float32 parameters) "
                     "and snn_actor.c (C99, no malloc, only tanhf from libm), bit-exact with the torch "
-                    "actor summed in the same order (snn_drone.core.deploy.export_c.sequential_step). "
+                    "actor summed in the same order (snn_drone.core.deploy.export_c.sequential_step); "
+                    "for a guide (MLP) checkpoint snn_guide.h/_weights.h/.c with its own action history "
+                    "(snn_guide_reset, snn_guide_step, snn_guide_push); both add snn_observation.h/.c "
+                    "(task.observation from a state estimate). "
                     "--format nir writes snn_actor.nir for neuromorphic toolchains: Affine -> LI -> "
                     "Threshold with the subtract reset as a Scale(-threshold) feedback edge (see "
                     "snn_drone/core/deploy/export_nir.py).",
         epilog="Build the C files with any C99 compiler, without -ffast-math, e.g. "
                "`gcc -std=c99 -O2 -c snn_actor.c`. firmware/README.md shows how they fit a Crazyflie app.")
-    p.add_argument("checkpoint", help="spiking-actor checkpoint (.pt, written by save_actor / training)")
+    p.add_argument("checkpoint", help="spiking-actor checkpoint (.pt, written by save_actor / training), or "
+                                      "for --format c also a guide / MLP checkpoint (save_policy)")
     p.add_argument("--format", choices=("c", "nir"), required=True, help="c: C99 sources; nir: NIR HDF5 file")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default: CHECKPOINT's folder / <checkpoint name>_export)")

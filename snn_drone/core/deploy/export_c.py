@@ -32,6 +32,22 @@ rigorous per-neuron rounding bound rather than a loosened tolerance.
 
 Fused multiply-add changes rounding too: snn_actor.c turns contraction off for GCC and clang
 (``#pragma``); do not build it with ``-ffast-math``.
+
+Onboard flight needs two more pieces, written beside the network by the same export:
+
+- ``snn_observation.h`` / ``snn_observation.c`` (with every export): ``snn_observation`` computes
+  the 18 observations of :func:`snn_drone.core.env.task.observation` from a state estimate
+  (position, quaternion w x y z body to world, velocity in world, body rates in rad/s, target), in
+  the same operation order, so the values are bit-identical to torch's (tested on simulated
+  flights). Offsets ``SNN_OBS_<FIELD>`` come from ``layout.OBS_FIELDS``.
+- The privileged guide (an :class:`MLPPolicy`, 146 -> 64 -> 64 -> 4): ``snn_guide.h``,
+  ``snn_guide_weights.h``, ``snn_guide.c`` with ``snn_guide_reset(state, fill)`` (the action
+  history at an episode start, ``task.initial_action_history``: every entry = ``fill``),
+  ``snn_guide_push(state, action)`` (the applied action enters the history, clipped to [-1, 1]
+  as the env clips it) and ``snn_guide_step(obs, state, action)``: ReLU MLP on
+  ``task.privileged_observation`` (the 18 observations, then the last L actions oldest first),
+  tanh readout, summed in the C order of :func:`sequential_mlp` (bit-identical to it). An MLP on
+  the plain observation (ANN actor baseline) exports the same way with no history.
 """
 from __future__ import annotations
 
@@ -43,25 +59,17 @@ import torch
 from torch import Tensor
 
 from ..common import layout
-from ..snn.lif import lif_step
+from ..snn.lif import LIFState, lif_step
 from ..snn.spiking_actor import ActorState, SpikingActor
+from .c_codegen import _ACTIVE_KERNEL, _PRELUDE, _array, _checked, _write, sequential_affine
+from .export_c_guide import guide_files, guide_footprint_bytes, is_mlp_policy, observation_files
 
 HEADER = "snn_actor.h"
 WEIGHTS = "snn_actor_weights.h"
 SOURCE = "snn_actor.c"
-VALUES_PER_LINE = 6
 
 
 # ---- the torch reference in the C summation order ----------------------------------------------
-def sequential_affine(weight: Tensor, bias: Tensor, x: Tensor) -> Tensor:
-    """``bias + sum_j weight[:, j] * x[..., j]`` summed left to right with every product and sum
-    rounded in ``x``'s dtype (elementwise torch ops round exactly like C float arithmetic)."""
-    acc = bias.expand(*x.shape[:-1], bias.shape[0]).clone()
-    for j in range(weight.shape[1]):
-        acc = acc + weight[:, j] * x[..., j:j + 1]
-    return acc
-
-
 @torch.no_grad()
 def sequential_step(actor: SpikingActor, obs: Tensor, state: ActorState
                     ) -> tuple[Tensor, ActorState, list[Tensor]]:
@@ -79,21 +87,33 @@ def sequential_step(actor: SpikingActor, obs: Tensor, state: ActorState
     return action, ActorState(tuple(new)), spikes
 
 
+@torch.no_grad()
+def sequential_sequence(actor: SpikingActor, obs: Tensor, reset: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`sequential_step` over a whole flight, layer by layer: observations [T, B, D], reset
+    flags [T, B] (True: the row's membranes are zeroed before step t) -> membranes [T, B, N],
+    spikes [T, B, N] (all LIF layers, layer 0 first) and actions [T, B, A]. The same float32
+    operations as stepping sequential_step T times (elementwise ops round alike at any batch
+    shape), with each Linear evaluated once for all T steps, which is far cheaper."""
+    x, mems, spks = obs, [], []
+    keep = (~reset).to(obs.dtype)[..., None]
+    for fc, lif in zip(actor.fc, actor.lif):
+        current = sequential_affine(fc.weight, fc.bias, x)
+        mem = torch.zeros_like(current[0])
+        m_t, s_t = [], []
+        for t in range(obs.shape[0]):
+            mem = torch.where(keep[t] > 0, mem, torch.zeros_like(mem))
+            s, state = lif_step(current[t], LIFState(mem), lif.beta, lif.threshold, actor.slope)
+            mem = state.membrane
+            m_t.append(mem)
+            s_t.append(s)
+        mems.append(torch.stack(m_t))
+        x = torch.stack(s_t)
+        spks.append(x)
+    action = torch.tanh(sequential_affine(actor.readout.weight, actor.readout.bias, x))
+    return torch.cat(mems, -1), torch.cat(spks, -1), action
+
+
 # ---- C source generation -------------------------------------------------------------------------
-def _f32_literal(v: np.float32) -> str:
-    """Shortest decimal that parses back to exactly this float32, as a C float literal."""
-    return np.format_float_scientific(v, unique=True, trim="0") + "f"
-
-
-def _array(name: str, values: np.ndarray, comment: str) -> str:
-    flat = np.ascontiguousarray(values, dtype=np.float32).ravel()
-    lines = [f"/* {comment} */", f"static const float {name}[{flat.size}] = {{"]
-    for i in range(0, flat.size, VALUES_PER_LINE):
-        lines.append("  " + ", ".join(_f32_literal(v) for v in flat[i:i + VALUES_PER_LINE]) + ",")
-    lines.append("};")
-    return "\n".join(lines)
-
-
 def _params(actor: SpikingActor) -> list[tuple[str, np.ndarray, str]]:
     """(C name, float32 array, description) for every parameter, checked finite."""
     out = []
@@ -109,14 +129,7 @@ def _params(actor: SpikingActor) -> list[tuple[str, np.ndarray, str]]:
     out += [("snn_readout_weight", ro.weight.detach().T,
              f"readout.weight^T [{ro.in_features}][{ro.out_features}] (spikes of LIF layer {len(actor.lif) - 1} -> actions)"),
             ("snn_readout_bias", ro.bias.detach(), f"readout.bias [{ro.out_features}]")]
-    checked = []
-    for name, t, desc in out:
-        a = t.to("cpu", torch.float32).numpy()
-        if not np.isfinite(a).all():
-            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-            raise ValueError(f"cannot export {desc.split(' ')[0]}: non-finite value {a[bad]} at index {bad}")
-        checked.append((name, a, desc))
-    return checked
+    return _checked(out)
 
 
 def _obs_comment() -> str:
@@ -167,6 +180,7 @@ typedef struct {{
   float membrane[SNN_NEURONS];  /* U of every LIF neuron, layer 0 first (SNN_LAYERl_OFFSET) */
   uint8_t spikes[SNN_NEURONS];  /* spikes of the last step, 1 or 0 (also the next reset term) */
   float current[SNN_MAX_WIDTH]; /* scratch: input currents of the layer being updated */
+  uint16_t active[SNN_MAX_WIDTH]; /* scratch: indices of the spiking inputs of that layer */
 }} snn_state_t;
 
 /* Zero every membrane (start of an episode). */
@@ -203,44 +217,25 @@ _SOURCE_COMMON = r"""/* Step function of the exported spiking actor. Generated b
  * build with -ffast-math). */
 #include "snn_actor.h"
 #include "snn_actor_weights.h"
-
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-
-#ifndef SNN_TANHF
-#include <math.h>
-#define SNN_TANHF tanhf
-#endif
-
+@PRELUDE@
 /* out = b + sum_j W^T[j][:] * x[j], j ascending (W^T stored input-major). */
 static void snn_affine_dense(const float *wt, const float *b, const float *x, int n_in, int n_out, float *out)
 {
-  int i, j;
+  int i;
   for (i = 0; i < n_out; ++i) out[i] = b[i];
-  for (j = 0; j < n_in; ++j) {
-    const float xj = x[j];
-    const float *col = wt + (long)j * n_out;
-    for (i = 0; i < n_out; ++i) {
-      const float p = col[i] * xj;
-      out[i] = out[i] + p;
-    }
-  }
+  snn_accumulate_dense(wt, x, n_in, n_out, out);
 }
 
-/* The same sum for 0/1 inputs: silent inputs add exactly 0 and are skipped. */
-static void snn_affine_spikes(const float *wt, const float *b, const uint8_t *s, int n_in, int n_out, float *out)
+/* The same sum for 0/1 inputs: silent inputs add exactly 0 and are skipped (active: scratch). */
+static void snn_affine_spikes(const float *wt, const float *b, const uint8_t *s, int n_in, int n_out, float *out,
+                              uint16_t *active)
 {
-  int i, j;
+  int i, j, n = 0;
   for (i = 0; i < n_out; ++i) out[i] = b[i];
   for (j = 0; j < n_in; ++j) {
-    if (s[j]) {
-      const float *col = wt + (long)j * n_out;
-      for (i = 0; i < n_out; ++i) out[i] = out[i] + col[i];
-    }
+    if (s[j]) active[n++] = (uint16_t)j;
   }
+  snn_accumulate_active(wt, active, n, n_out, out);
 }
 
 /* LIF with soft reset: U = beta U + I - r U_thr, r = last spike; spike = U > U_thr. */
@@ -279,14 +274,14 @@ def _source(actor: SpikingActor) -> str:
             step.append(f"  snn_affine_dense(snn_fc0_weight, snn_fc0_bias, obs, SNN_OBS_DIM, SNN_LAYER0_SIZE, state->current);")
         else:
             step.append(f"  snn_affine_spikes(snn_fc{l}_weight, snn_fc{l}_bias, state->spikes + SNN_LAYER{l - 1}_OFFSET, "
-                        f"SNN_LAYER{l - 1}_SIZE, SNN_LAYER{l}_SIZE, state->current);")
+                        f"SNN_LAYER{l - 1}_SIZE, SNN_LAYER{l}_SIZE, state->current, state->active);")
         step.append(f"  snn_lif(snn_lif{l}_beta, snn_lif{l}_threshold, state->current, SNN_LAYER{l}_SIZE, "
                     f"state->membrane + SNN_LAYER{l}_OFFSET, state->spikes + SNN_LAYER{l}_OFFSET);")
     last = len(hidden) - 1
     step.append(f"  snn_affine_spikes(snn_readout_weight, snn_readout_bias, state->spikes + SNN_LAYER{last}_OFFSET, "
-                f"SNN_LAYER{last}_SIZE, SNN_ACTION_DIM, state->current);")
+                f"SNN_LAYER{last}_SIZE, SNN_ACTION_DIM, state->current, state->active);")
     nl = "\n"
-    return f"""{_SOURCE_COMMON}
+    return f"""{_SOURCE_COMMON.replace("@PRELUDE@", _PRELUDE + _ACTIVE_KERNEL)}
 void snn_reset(snn_state_t *state)
 {{
 {nl.join(reset)}
@@ -301,33 +296,35 @@ void snn_step(const float obs[SNN_OBS_DIM], snn_state_t *state, float action[SNN
 """
 
 
-def export_c(actor: SpikingActor, out_dir: str | os.PathLike, source: str = "a SpikingActor") -> list[Path]:
-    """Write snn_actor.h, snn_actor_weights.h and snn_actor.c for ``actor`` into ``out_dir``.
+def export_c(policy, out_dir: str | os.PathLike, source: str | None = None) -> list[Path]:
+    """Write the C files for ``policy`` into ``out_dir`` and the onboard observation beside them.
 
-    ``source`` names the checkpoint in the generated comments. Returns the written paths.
-    Raises TypeError for a non-spiking policy and ValueError for non-finite parameters.
+    A spiking actor gives snn_actor.h, snn_actor_weights.h, snn_actor.c; an MLP policy (the guide)
+    snn_guide.h, snn_guide_weights.h, snn_guide.c; both add snn_observation.h / .c. ``source``
+    names the checkpoint in the generated comments. Returns the written paths. Raises TypeError
+    for another kind of policy and ValueError for non-finite parameters.
     """
-    if not isinstance(actor, SpikingActor):
-        raise TypeError(f"C export needs a spiking actor (snn_drone.SpikingActor), got {type(actor).__name__}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {HEADER: _header(actor, source), WEIGHTS: _weights(actor), SOURCE: _source(actor)}
-    paths = []
-    for name, text in files.items():
-        path = out / name
-        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        paths.append(path)
-    return paths
+    if isinstance(policy, SpikingActor):
+        files = {HEADER: _header(policy, source or "a SpikingActor"), WEIGHTS: _weights(policy),
+                 SOURCE: _source(policy)}
+    elif is_mlp_policy(policy):
+        files = guide_files(policy, source or "an MLP policy")
+    else:
+        raise TypeError(f"C export needs a spiking actor (snn_drone.SpikingActor) or an MLP policy (the guide), "
+                        f"got {type(policy).__name__}")
+    files.update(observation_files())
+    return _write(Path(out_dir), files)
 
 
-def footprint_bytes(actor: SpikingActor) -> dict[str, int]:
-    """Flash for the parameters and RAM for one snn_state_t (float32, uint8 spikes)."""
-    n_params = sum(p.numel() for name, p in actor.named_parameters())
-    neurons = sum(actor.cfg.hidden)
-    width = max(max(actor.cfg.hidden), actor.cfg.action_dim)
-    return {"weights_flash": 4 * n_params, "state_ram": 4 * neurons + neurons + 4 * width}
+def footprint_bytes(policy) -> dict[str, int]:
+    """Flash for the parameters and RAM for one state struct (float32 membranes and currents, uint8
+    spikes, uint16 active-input indices)."""
+    if is_mlp_policy(policy):
+        return guide_footprint_bytes(policy)
+    n_params = sum(p.numel() for name, p in policy.named_parameters())
+    neurons = sum(policy.cfg.hidden)
+    width = max(max(policy.cfg.hidden), policy.cfg.action_dim)
+    return {"weights_flash": 4 * n_params, "state_ram": 4 * neurons + neurons + 6 * width}
 
 
-__all__ = ["export_c", "sequential_affine", "sequential_step", "footprint_bytes"]
+__all__ = ["export_c", "sequential_affine", "sequential_step", "sequential_sequence", "footprint_bytes"]
