@@ -48,6 +48,16 @@ def test_presets_load_and_hover_throttle_is_derived_from_thrust_curve():
     assert 4 * (c0 + c1 * w + c2 * w * w) == pytest.approx(l2f2.mass_kg * l2f2.gravity_mps2, rel=1e-9)
 
 
+def test_cf21_l2f2_holds_l2f_2_0_18_constants_exactly():
+    """Issue 14: l2f 2.0.18's J = 1 / J_inv and motor time constants, not rounded (the rounded
+    values moved trajectories 0.66 m from l2f's in 1 s)."""
+    p = load_preset("cf21_l2f2")
+    assert p.inertia_kgm2 == (9.41656e-6, 9.64405e-6, 1.745952e-5)
+    assert (p.motor_time_constant_rising_s, p.motor_time_constant_falling_s) == (0.055455, 0.249394)
+    assert p.mass_kg == 0.0306 and p.thrust_coefficients == (0.003525, 0.014373, 0.09223)
+    assert p.torque_constant_m == 0.004665 and (p.rotor_speed_min, p.rotor_speed_max) == (0.0, 1.0)
+
+
 def test_unknown_preset_lists_available():
     with pytest.raises(FileNotFoundError, match="cf21_paper"):
         load_preset("nope")

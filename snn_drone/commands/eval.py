@@ -25,18 +25,24 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the initial states (default: %d, the first test seed; training, its evaluations "
                         "and its validation use other seeds: snn_drone/core/learning/seeds.py)" % 900_000_000)
+    p.add_argument("--randomise", nargs="?", const="config/randomisation.yaml", default=None, metavar="FILE",
+                   help="fly under per-episode domain randomisation (mass, thrust, motor lag, inertia, control "
+                        "delay, observation noise): the ranges of FILE (default: %(const)s) replace the task's "
+                        "randomisation block; without the flag the task's own block (off in the shipped tasks)")
     p.add_argument("--plot", metavar="PNG", help="3-D trajectory picture (default: next to the checkpoint)")
     p.set_defaults(func=run)
 
 
 def score_checkpoint(checkpoint: str, episodes: int = 500, seed: int | None = None, guide: str | None = None,
                      task_file: str | None = None, warmup: int | None = None, preset: str = "cf21_paper",
-                     warn=print):
+                     warn=print, randomise: str | None = None):
     """Fly ``checkpoint`` (a policy file or 'controller') as deployed on ``episodes`` fresh episodes.
 
     Defaults come from the run the checkpoint belongs to (its config.yaml, else config/train.yaml):
     the guide that flies the warm-up, the task, and the warm-up itself (a spiking actor only; an
-    ANN flies from the first step). Returns (EvalResult, env, a dict of what was used)."""
+    ANN flies from the first step). ``randomise``: a randomisation YAML whose ranges replace the
+    task's (a run trained under randomisation is scored on its task's own block unless given).
+    Returns (EvalResult, env, a dict of what was used)."""
     from snn_drone.core.learning import seeds
     from snn_drone.core.env import task
     from snn_drone.core.env.batched_env import BatchedHoverEnv
@@ -57,10 +63,16 @@ def score_checkpoint(checkpoint: str, episodes: int = 500, seed: int | None = No
     if seeds.is_training_seed(seed):
         warn(f"warning: seed {seed} belongs to the seeds training runs fly (snn_drone/core/learning/seeds.py); "
              f"a return scored on it is not a fresh-episode result")
-    env = BatchedHoverEnv(episodes, task.load_task_config(task_file), preset, autoreset=False)
+    task_cfg = task.load_task_config(task_file)
+    if randomise:
+        from snn_drone.core.common.config import resolve_path
+        task_cfg = task.with_randomisation(task_cfg, resolve_path(randomise))
+    env = BatchedHoverEnv(episodes, task_cfg, preset, autoreset=False)
     res = evaluate(actor, guide_net, env, warmup, seed=seed)
     used = {"task": task_file or str(task.task_config_path()), "guide": guide_spec if warmup else "-",
-            "warmup": warmup, "seed": seed, "episodes": episodes}
+            "warmup": warmup, "seed": seed, "episodes": episodes,
+            "randomisation": task_cfg.randomisation if task_cfg.randomisation.enabled else None,
+            "randomise_file": randomise}
     return res, env, used
 
 
@@ -69,9 +81,16 @@ def run(args) -> int:
 
     ckpt = Path(args.checkpoint)
     res, env, used = score_checkpoint(args.checkpoint, args.episodes, args.seed, args.guide, args.task,
-                                      args.warmup, args.preset)
+                                      args.warmup, args.preset, randomise=args.randomise)
     s, warmup = res.summary(), used["warmup"]
     print(f"task:              {used['task']}")
+    dr = used["randomisation"]
+    if dr is None:
+        print("randomisation:     off")
+    else:
+        from snn_drone.core.common.config import to_dict
+        on = ", ".join(f"{k} {v}" for k, v in to_dict(dr).items() if v)
+        print(f"randomisation:     {used['randomise_file'] or 'the task file'}: {on or 'all ranges 0'}")
     print(f"episodes:          {args.episodes}, seed {used['seed']} (the guide {used['guide']} flies the "
           f"first {warmup} steps)")
     print(f"return:            {s['return_mean']:.1f} +- {s['return_ci95']:.1f} (95% CI; std {s['return_std']:.1f}; "

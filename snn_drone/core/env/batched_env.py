@@ -27,6 +27,16 @@ finite and a learner that recomputes rewards from ``next_state`` gets the same n
 drone is then reset like any other; the rest of the batch never sees the NaN (all operations
 are per drone).
 
+Domain randomisation (``task_cfg.randomisation``, task.DomainRandomisation; off by default, and
+then nothing below happens and no random number is drawn for it): at every episode start each
+drone draws its mass, thrust-curve factor, motor time constants, inertia and control delay
+(:attr:`drone_params`) from a second generator seeded from ``seed`` (so the initial states are
+the same with and without randomisation). With a delay of k steps the physics applies the action
+commanded k steps before (``info["applied_action"]``); the history, the reward and the returned
+actions are the commanded ones. Observation noise is drawn every step and added to ``obs`` (what
+the actor reads) only: :meth:`privileged_obs` and ``info["next_privileged_obs"]`` (critic, guide),
+the reward, the termination and ``info["next_state"]`` are true.
+
 Bad actions (wrong shape, NaN/inf) raise ValueError naming ``action``. Actions outside [-1, 1]
 are clipped (as the dynamics and l2f clip them); the clipped action is what the history holds and
 the reward scores.
@@ -40,7 +50,7 @@ import torch
 
 from . import task
 from ..sim.dynamics import ACTION_FIELDS, QuadrotorDynamics
-from ..common.layout import ACTION_DIM, STATE_DIM, STATE_FIELDS
+from ..common.layout import ACTION_DIM, OBS_DIM, STATE_DIM, STATE_FIELDS
 from ..sim.params import QuadrotorParams, load_preset
 from ..common.validation import check_array
 
@@ -61,9 +71,13 @@ class BatchedHoverEnv:
             :meth:`set_progress`.
         autoreset: reset finished drones inside ``step`` (default). Without it a finished drone
             flies on until the caller calls :meth:`reset`.
-        backend: "batched" (torch dynamics) or "pybullet" (pybullet world, CPU).
+        backend: "batched" (torch dynamics) or "pybullet" (pybullet world, CPU; no randomised
+            physics, which needs per-drone constants).
         gui: pybullet GUI (pybullet backend only).
     """
+
+    DR_SEED_OFFSET = 0x5EED_0D0E
+    """The randomisation generator's seed is the env's seed plus this (a stream of its own)."""
 
     def __init__(self, num_drones: int, task_cfg: task.TaskConfig | None = None,
                  preset: str | QuadrotorParams = "cf21_paper", device="cpu", seed: int | None = None,
@@ -80,11 +94,14 @@ class BatchedHoverEnv:
         self.dtype = dtype
         self.autoreset = bool(autoreset)
         self.backend = backend
+        self.dr = self.cfg.randomisation
+        if backend == "pybullet" and self.dr.physics:
+            raise ValueError("randomised physics (randomisation.mass_rel, thrust_rel, motor_time_constant_rel, "
+                             "inertia_rel) needs backend 'batched'")
         self.generator = torch.Generator(device=self.device)
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(int(seed))
+        self.dr_generator = torch.Generator(device=self.device) if self.dr.enabled else None
+        """Draws the randomised parameters and the observation noise (None when randomisation is off)."""
+        self._seed(seed)
         self.target = torch.tensor(self.cfg.target_position_m, device=self.device, dtype=dtype)
         self._dynamics = QuadrotorDynamics(self.params, device=self.device, dtype=dtype)
         self._world = None
@@ -103,6 +120,14 @@ class BatchedHoverEnv:
         """Steps taken in each drone's current episode."""
         self.episode_return = torch.zeros(b, **kw)
         """Sum of rewards of each drone's current episode."""
+        self.drone_params: dict[str, torch.Tensor] | None = None
+        """This episode's randomised constants per drone (task.sample_drone_parameters), or None."""
+        self._dr_draws = self.dr.physics or self.dr.delay
+        self._delay_max = self.dr.control_delay_steps_max
+        # commanded actions of the last delay_max + 1 steps, newest first (delay only)
+        self._pending = torch.zeros(b, self._delay_max + 1, ACTION_DIM, **kw) if self.dr.delay else None
+        self._obs_noise = torch.zeros(b, OBS_DIM, **kw) if self.dr.obs_noise else None
+        self._arange = torch.arange(b, device=self.device)
         self.set_progress(progress)
         self.reset()
 
@@ -125,12 +150,52 @@ class BatchedHoverEnv:
         self._history2[rows] = task.initial_action_history(state, self.params, self.cfg).repeat(1, 2, 1)
 
     def obs(self) -> torch.Tensor:
-        """Current observations [B, 18]."""
-        return task.observation(self.state, self.target)
+        """Current observations [B, 18], as the actor reads them (with this step's observation
+        noise when the task randomises it)."""
+        o = task.observation(self.state, self.target)
+        return o if self._obs_noise is None else o + self._obs_noise
 
     def privileged_obs(self) -> torch.Tensor:
-        """Current privileged observations [B, 18 + 4 L] (observation + action history)."""
-        return task.privileged_observation(self.obs(), self._history_view())
+        """Current privileged observations [B, 18 + 4 L] (true observation + action history)."""
+        return task.privileged_observation(task.observation(self.state, self.target), self._history_view())
+
+    # ---- domain randomisation -----------------------------------------------------------------
+    def _seed(self, seed: int | None) -> None:
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(int(seed))
+        if self.dr_generator is not None:
+            if seed is None:
+                self.dr_generator.seed()
+            else:
+                self.dr_generator.manual_seed(int(seed) + self.DR_SEED_OFFSET)
+
+    def _randomise(self, rows) -> None:
+        """New randomised constants for the drones ``rows`` (a slice or a long tensor)."""
+        n = self.num_drones if isinstance(rows, slice) else rows.numel()
+        new = task.sample_drone_parameters(n, self.dr_generator, self.params, self.dr)
+        if self.drone_params is None or isinstance(rows, slice):
+            self.drone_params = new
+        else:
+            for k, v in new.items():
+                self.drone_params[k][rows] = v
+        if self.dr.physics:
+            d = self.drone_params
+            self._dynamics.set_drone_parameters(d["mass_kg"], d["inertia_kgm2"], d["thrust_scale"],
+                                                d["motor_time_constant_rising_s"],
+                                                d["motor_time_constant_falling_s"])
+
+    def _draw_obs_noise(self) -> None:
+        if self._obs_noise is not None:
+            self._obs_noise = task.observation_noise(self._obs_noise.shape, self.dr_generator, self.dr, self.dtype)
+
+    def _delayed(self, action: torch.Tensor) -> torch.Tensor:
+        """The action the physics applies: the one commanded ``control_delay_steps`` steps ago."""
+        if self._pending is None:
+            return action
+        self._pending = torch.cat((action.unsqueeze(1), self._pending[:, :-1]), dim=1)
+        return self._pending[self._arange, self.drone_params["control_delay_steps"]]
 
     # ---- episodes -----------------------------------------------------------------------------
     def reset(self, seed: int | None = None, state=None) -> torch.Tensor:
@@ -138,7 +203,7 @@ class BatchedHoverEnv:
         the task's initial-state distribution (after reseeding with ``seed`` if given). Returns
         the observations [B, 18]."""
         if seed is not None:
-            self.generator.manual_seed(int(seed))
+            self._seed(seed)
         if state is None:
             new = task.sample_initial_state(self.num_drones, self.generator, self.params, self.cfg, self.dtype)
         else:
@@ -149,6 +214,11 @@ class BatchedHoverEnv:
         self._fill_history(slice(None), self.state)
         self.steps.zero_()
         self.episode_return.zero_()
+        if self._dr_draws:
+            self._randomise(slice(None))
+        if self._pending is not None:
+            self._pending[:] = self._history2[:, :1]  # the fill: the actions commanding the rotor speeds
+        self._draw_obs_noise()
         if self._world is not None:
             self._world.reset(self.state.double().cpu().numpy())
         return self.obs()
@@ -160,6 +230,10 @@ class BatchedHoverEnv:
         self._fill_history(rows, new)
         self.steps[rows] = 0
         self.episode_return[rows] = 0.0
+        if self._dr_draws:
+            self._randomise(rows)
+        if self._pending is not None:
+            self._pending[rows] = self._history2[rows, :1]
         if self._world is not None:  # the world resets all drones; the others get their own state
             self._world.reset(self.state.double().cpu().numpy())
 
@@ -180,7 +254,8 @@ class BatchedHoverEnv:
         """Advance every drone one control step under ``action`` [B, 4] in [-1, 1]; returns
         ``(obs, reward, terminated, truncated, info)`` as the module docstring describes."""
         a = self._check_action(action)
-        nxt = self._physics(a)
+        applied = self._delayed(a)
+        nxt = self._physics(applied)
         nonfinite = ~torch.isfinite(nxt).all(1)
         if bool(nonfinite.any()):
             last = torch.nan_to_num(self.state, nan=0.0, posinf=0.0, neginf=0.0)
@@ -197,15 +272,18 @@ class BatchedHoverEnv:
         self.episode_return += rew
         trunc = (self.steps >= self.cfg.episode_steps) & ~term
         done = term | trunc
-        next_obs = self.obs()
+        self._draw_obs_noise()
+        true_next_obs = task.observation(nxt, self.target)
+        next_obs = true_next_obs if self._obs_noise is None else true_next_obs + self._obs_noise
         info = {
             "next_obs": next_obs,
-            "next_privileged_obs": task.privileged_observation(next_obs, self._history_view()),
+            "next_privileged_obs": task.privileged_observation(true_next_obs, self._history_view()),
             "next_state": nxt.clone(),
             "done": done,
             "nonfinite": nonfinite,
             "episode_return": self.episode_return.clone(),
             "episode_length": self.steps.clone(),
+            "applied_action": applied,
         }
         obs = next_obs
         if self.autoreset and bool(done.any()):
@@ -213,6 +291,8 @@ class BatchedHoverEnv:
             self._reset_rows(rows)
             obs = next_obs.clone()
             obs[rows] = task.observation(self.state[rows], self.target)
+            if self._obs_noise is not None:
+                obs[rows] += self._obs_noise[rows]
         return obs, rew, term, trunc, info
 
     def close(self) -> None:

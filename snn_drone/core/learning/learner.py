@@ -94,7 +94,8 @@ class Batch(NamedTuple):
 
 
 def derive_batch(seqs: Sequences, task_cfg, coeffs, actor_inputs: str, warmup: int,
-                 actor_warmup: Literal["all", "mid_episode", "none"] = "all") -> Batch:
+                 actor_warmup: Literal["all", "mid_episode", "none"] = "all",
+                 generator: torch.Generator | None = None) -> Batch:
     """Observations, privileged observations and rewards of stored sequences, time-major.
 
     Uses the task's one definition of each (``snn_drone.core.env.task``); the reward of step t scores
@@ -105,6 +106,10 @@ def derive_batch(seqs: Sequences, task_cfg, coeffs, actor_inputs: str, warmup: i
     (a spiking actor that flies from the episode's first step: a sequence that starts there starts
     from the true zero hidden state, so its first steps count) or ``none`` (an actor without hidden
     state learns on every step it may fly).
+
+    When the task randomises observation noise (``task_cfg.randomisation``), an actor on the
+    18-value observation reads it with fresh noise drawn from ``generator`` (i.i.d. per step like the
+    env's, which is not stored); the critic's privileged observation and the reward stay true.
     """
     if actor_warmup not in ("all", "mid_episode", "none"):
         raise ValueError(f"actor_warmup = {actor_warmup!r}; expected 'all', 'mid_episode' or 'none'")
@@ -124,6 +129,11 @@ def derive_batch(seqs: Sequences, task_cfg, coeffs, actor_inputs: str, warmup: i
     burn_in = valid & (after_warmup | starts_episode)
     actor_mask = {"all": valid & after_warmup, "mid_episode": burn_in, "none": valid}[actor_warmup]
     obs, priv = obs.reshape(t1, n, -1), priv.reshape(t1, n, -1)
+    dr = getattr(task_cfg, "randomisation", None)
+    if actor_inputs != "privileged" and dr is not None and dr.obs_noise:
+        if generator is None:
+            raise ValueError("the task randomises observation noise: derive_batch needs a generator")
+        obs = obs + task.observation_noise(obs.shape, generator, dr, obs.dtype).to(obs.device)
     return Batch(
         actor_obs=priv if actor_inputs == "privileged" else obs,
         priv_obs=priv,

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from . import seeds
-from ..env import task
 from ..env.batched_env import BatchedHoverEnv
 from .jsrl import jump_start_action
 from ..common.layout import ACTION_DIM, POS
@@ -55,7 +54,7 @@ class JumpStartRollout:
         zeros = torch.zeros(b, ACTION_DIM, device=env.device)
         for _ in range(steps):
             state, hist = env.state.clone(), env.action_history
-            priv = task.privileged_observation(self.obs, hist)
+            priv = env.privileged_obs()  # true state (the env's observation noise is the actor's only)
             a_actor, self.actor_state = _act(self.actor, actor_input(self.actor, self.obs, priv), self.actor_state)
             a_guide = self.guide(priv) if self.guide is not None else zeros
             a_flown = a_guide
@@ -143,7 +142,7 @@ def evaluate(actor, guide, env: BatchedHoverEnv, guide_steps: int, seed: int = s
     traj = [env.state[:, POS].clone()]
     zeros = torch.zeros(n, ACTION_DIM, device=env.device)
     for t in range(T):
-        priv = task.privileged_observation(obs, env.action_history)
+        priv = env.privileged_obs()
         a_actor, state = _act(actor, actor_input(actor, obs, priv), state)
         a_guide = guide(priv) if guide is not None and t < guide_steps else zeros  # every episode is at step t
         actor_flies = env.steps >= guide_steps

@@ -53,6 +53,10 @@ class TrainConfig:
     """Quadrotor model preset (config/presets)."""
     task_config: str = ""
     """Task YAML (empty: config/task.yaml)."""
+    randomisation: str = ""
+    """Domain-randomisation YAML (config/randomisation.yaml: the sim-to-real ranges) that replaces the
+    task's randomisation block for training, its evaluations and its validation (empty: the task's
+    own block, off in the shipped task files)."""
     device: str = "cpu"
     """torch device for env, networks and replay."""
     threads: int = 0

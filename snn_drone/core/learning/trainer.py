@@ -54,6 +54,8 @@ class Trainer:
         seed_everything(cfg.seed)
         dev = torch.device(cfg.device)
         task_cfg = task.load_task_config(resolve_path(cfg.task_config) if cfg.task_config else None)
+        if cfg.randomisation:
+            task_cfg = task.with_randomisation(task_cfg, resolve_path(cfg.randomisation))
         self.task_cfg = task_cfg
         self.env = BatchedHoverEnv(cfg.num_drones, task_cfg, cfg.preset, device=dev, seed=cfg.seed,
                                    progress=0.0)
@@ -228,7 +230,8 @@ class Trainer:
             inputs = getattr(self.actor, "inputs", "observation")
             for _ in range(cfg.updates_per_epoch):
                 seqs = self.replay.sample(cfg.batch_sequences, self.gen)
-                batch = derive_batch(seqs, self.task_cfg, coeffs, inputs, cfg.learner.warmup, self.actor_warmup)
+                batch = derive_batch(seqs, self.task_cfg, coeffs, inputs, cfg.learner.warmup, self.actor_warmup,
+                                     generator=self.gen)
                 metrics.append(self.learner.update(batch))
         for k in {k for m in metrics for k in m}:
             vals = [m[k] for m in metrics if k in m]
@@ -299,7 +302,9 @@ class Trainer:
             "stage": self.stage, "stage_epochs": self.stage_epochs, "evaluations": self.evaluations,
             "rng": {"torch": torch.get_rng_state(), "gen": self.gen.get_state(),
                     "env": self.env.generator.get_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+                    "python": random.getstate(),
+                    **({"env_randomisation": self.env.dr_generator.get_state()}
+                       if self.env.dr_generator is not None else {})},
         }
 
     def save(self) -> None:
@@ -332,6 +337,8 @@ class Trainer:
         torch.set_rng_state(sd["rng"]["torch"])
         self.gen.set_state(sd["rng"]["gen"])
         self.env.generator.set_state(sd["rng"]["env"])
+        if self.env.dr_generator is not None and "env_randomisation" in sd["rng"]:
+            self.env.dr_generator.set_state(sd["rng"]["env_randomisation"])
         if isinstance(sd["rng"]["numpy"], tuple):  # checkpoints before both were stored whole lack them
             np.random.set_state(sd["rng"]["numpy"])
             random.setstate(sd["rng"]["python"])

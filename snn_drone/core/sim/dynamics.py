@@ -51,10 +51,11 @@ def rotor_speed_rate(speed, setpoint, inv_tau_rising: float, inv_tau_falling: fl
     """Motor lag d(speed)/dt = (setpoint - speed) / tau, tau by the sign of setpoint - speed.
 
     The one definition of the motor model; it works on torch tensors and numpy arrays alike
-    (the pybullet world integrates rotor speeds with it too).
+    (the pybullet world integrates rotor speeds with it too). The inverse time constants are
+    floats, or tensors that broadcast against ``speed`` (per-drone constants, [1, B] rows).
     """
     diff = setpoint - speed
-    if inv_tau_rising == inv_tau_falling:
+    if isinstance(inv_tau_rising, float) and inv_tau_rising == inv_tau_falling:
         return diff * inv_tau_rising
     # (diff * mask) keeps diff's dtype in torch and numpy (float * bool mask would give float32)
     return diff * inv_tau_falling + (diff * (diff >= 0)) * (inv_tau_rising - inv_tau_falling)
@@ -160,7 +161,47 @@ class QuadrotorDynamics:
         self._gravity = torch.tensor([[0.0], [0.0], [-p.gravity_mps2]], **kw)
         self._speed_min = float(p.rotor_speed_min)
         self._speed_max = float(p.rotor_speed_max)
+        self._nominal = (self._thrust_to_accel, self._bil_c, self.inv_tau_rising, self.inv_tau_falling)
+        self.per_drone = False
+        """Whether :meth:`set_drone_parameters` gave each drone its own constants."""
         self._rk4 = torch.compile(self._rk4_step) if compile else self._rk4_step
+
+    def set_drone_parameters(self, mass_kg: torch.Tensor, inertia_kgm2: torch.Tensor,
+                             thrust_scale: torch.Tensor, motor_time_constant_rising_s: torch.Tensor,
+                             motor_time_constant_falling_s: torch.Tensor) -> None:
+        """Give each of B drones its own mass [B], inertia diagonal [B, 3], thrust-curve factor
+        [B] and motor time constants [B] (domain randomisation); every later step takes batches
+        of exactly B drones. The rotor geometry, torque constant and speed range stay the preset's.
+        :meth:`clear_drone_parameters` goes back to the preset's scalars."""
+        p = self.params
+        f64 = dict(dtype=torch.float64, device=self.device)
+        m = torch.as_tensor(mass_kg, **f64)
+        j = torch.as_tensor(inertia_kgm2, **f64)
+        ts = torch.as_tensor(thrust_scale, **f64)
+        b = m.shape[0]
+        if j.shape != (b, 3) or ts.shape != (b,) or not bool((m > 0).all() and (j > 0).all()):
+            raise ValueError(f"drone parameters: mass [B] > 0, inertia [B, 3] > 0 and thrust_scale [B] "
+                             f"expected; got shapes {tuple(m.shape)}, {tuple(j.shape)}, {tuple(ts.shape)}")
+        jx, jy, jz = j.unbind(1)
+        a = torch.empty(4, 4, b, **f64)
+        for i, ((rx, ry, _), d) in enumerate(zip(p.rotor_positions_m, p.rotor_torque_directions)):
+            a[0, i], a[1, i] = ts / m, ry * ts / jx
+            a[2, i], a[3, i] = -rx * ts / jy, d * p.torque_constant_m * ts / jz
+        kw = dict(device=self.device, dtype=self.dtype)
+        bil_c = self._nominal[1].expand(-1, b).clone()
+        # the gyroscopic terms (outputs 7, 8, 9; rows 7, 8, 9 hold the first term of each output)
+        # carry the inertia ratios, as _bilinear_terms writes them
+        for o, c in zip((7, 8, 9), ((jy - jz) / jx, (jz - jx) / jy, (jx - jy) / jz)):
+            bil_c[o] = c.to(**kw)
+        self._thrust_to_accel, self._bil_c = a.to(**kw), bil_c
+        self.inv_tau_rising = (1.0 / torch.as_tensor(motor_time_constant_rising_s, **f64)).to(**kw).unsqueeze(0)
+        self.inv_tau_falling = (1.0 / torch.as_tensor(motor_time_constant_falling_s, **f64)).to(**kw).unsqueeze(0)
+        self.per_drone = True
+
+    def clear_drone_parameters(self) -> None:
+        """Back to the preset's constants for every drone."""
+        self._thrust_to_accel, self._bil_c, self.inv_tau_rising, self.inv_tau_falling = self._nominal
+        self.per_drone = False
 
     # ---- public API ---------------------------------------------------------------------------
     def action_to_rotor_speed(self, action: torch.Tensor) -> torch.Tensor:
@@ -205,6 +246,9 @@ class QuadrotorDynamics:
             check_array("action", action, (state.shape[0], ACTION_DIM), ACTION_FIELDS)
             state = torch.as_tensor(state, device=self.device, dtype=self.dtype)
             action = torch.as_tensor(action, device=self.device, dtype=self.dtype)
+            if self.per_drone and state.shape[0] != self._bil_c.shape[1]:
+                raise ValueError(f"state has {state.shape[0]} drones but set_drone_parameters gave "
+                                 f"constants for {self._bil_c.shape[1]}")
         return self._rk4(state, action)
 
     def _rk4_step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

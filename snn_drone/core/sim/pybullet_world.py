@@ -21,7 +21,7 @@ an O(h) offset that does not grow with time. The world reports the trapezoid-rul
 keeps its own position, which differs by at most a few millimetres.
 Measured over 1 s of commands hover_action + 0.01 N(0, 1) from hover at 1 m, 4 drones, float64
 batched model as reference (test_pybullet_world.py): position error 0.15 mm (cf21_paper) and
-0.04 mm (cf21_l2f2) with substeps=1, ten times less with substeps=10. Without the trapezoid
+0.03 mm (cf21_l2f2) with substeps=1, ten times less with substeps=10. Without the trapezoid
 correction the raw pybullet positions are off by 18 / 10 mm (1 substep), 1.8 / 1.0 mm (10) and
 0.37 / 0.20 mm (50): sub-millimetre raw agreement would cost ~50x the run time.
 
