@@ -18,6 +18,7 @@ COMMANDS = [
     "record",
     "play",
     "export",
+    "sitl_peer",
 ]
 
 

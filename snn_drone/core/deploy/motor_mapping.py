@@ -58,3 +58,30 @@ def action_to_ratio(action, params: QuadrotorParams, cfg: MotorMappingConfig | N
         rpm = rotor_speed_setpoint(a, params.rotor_speed_min, params.rotor_speed_max)
         ratio = rotor_thrust_n(rpm, params.thrust_coefficients) / cfg.max_thrust_per_motor_n
     return ratio.clip(0.0, cfg.max_ratio)
+
+
+def ratio_to_action(ratio, params: QuadrotorParams, cfg: MotorMappingConfig | None = None) -> np.ndarray:
+    """The inverse of :func:`action_to_ratio`: normalised motor thrusts [..., 4] -> actions [..., 4]
+    in [-1, 1] (what a physics peer does with the firmware's motor commands).
+
+    ``thrust``: the rotor speed whose thrust is r * max_thrust_per_motor_n (the root of the preset's
+    thrust curve), as an action; ``rpm_linear``: a = 2 r - 1. Ratios are clipped to [0, max_ratio]
+    first, and thrusts outside the curve's range to the rotor-speed limits, so
+    ``action_to_ratio(ratio_to_action(r)) == r`` wherever a rotor speed in range gives that thrust,
+    and ``ratio_to_action(action_to_ratio(a)) == a`` wherever ``action_to_ratio`` does not clip.
+    """
+    cfg = cfg or MotorMappingConfig()
+    r = np.asarray(ratio, dtype=np.float64)
+    check_array("motor ratio", r, (*r.shape[:-1], 4) if r.ndim else (4,))
+    r = r.clip(0.0, cfg.max_ratio)
+    if cfg.mode == "rpm_linear":
+        return 2.0 * r - 1.0
+    c0, c1, c2 = (float(c) for c in params.thrust_coefficients)
+    t = r * cfg.max_thrust_per_motor_n - c0
+    if c2 == 0.0:
+        speed = t / c1
+    else:  # the larger root of c2 w^2 + c1 w - (T - c0) = 0 (the rising branch of the curve)
+        speed = (-c1 + np.sqrt(np.maximum(c1 * c1 + 4.0 * c2 * t, 0.0))) / (2.0 * c2)
+    lo, hi = params.rotor_speed_min, params.rotor_speed_max
+    speed = speed.clip(lo, hi)
+    return (2.0 * (speed - lo) / (hi - lo) - 1.0).clip(-1.0, 1.0)
