@@ -10,7 +10,10 @@ train_sim, per worker i (namespace ``w<i>``)::
 
 and, shared by all workers (root namespace): ``/rollout`` and ``/episodes`` (every sim) ──▶
 trainer_node ──▶ ``/actor/weights`` (latched), ``/jumpstart/horizon``, ``/train/progress``,
-``/train/metrics``. Worker 0's sim publishes ``/clock``; the others ``/w<i>/clock``.
+``/train/metrics``. Worker 0's sim publishes ``/clock``; the others ``/w<i>/clock``. Over several
+machines each host launches its part: ``role:=trainer`` (the trainer alone) or ``role:=worker
+worker_index:=k`` (worker k's four nodes), with the same ``workers`` and ``drones_per_worker``
+everywhere (README, "Several machines").
 
 fly_real (root namespace, one drone)::
 
@@ -122,7 +125,31 @@ TRAIN_SIM_ARGUMENTS = (
     Argument("out", "runs/train_sim", "run folder of the trainer: checkpoints, metrics.jsonl, TensorBoard, plots"),
     Argument("resume", "false", "continue the run in `out` from its last checkpoint"),
     Argument("guide", "", "guide policy file or 'controller' (empty: the config's guide)"),
+    Argument("role", "all", "what runs on this host: all (trainer and every worker), trainer (the trainer only) "
+             "or worker (the workers in worker_index only); one graph over several machines: `role:=trainer` on "
+             "one, `role:=worker worker_index:=k` on the others, all with the same workers and drones_per_worker"),
+    Argument("worker_index", "", "role worker: comma-separated worker indices (0 .. workers-1) that run on this "
+             "host (empty: every worker)"),
 )
+
+
+def _role(role: str, worker_index: str, workers: int) -> tuple[str, list[int]]:
+    """(role, the worker indices that run on this host) from the role and worker_index arguments."""
+    if role not in ("all", "trainer", "worker"):
+        raise ValueError(f"argument role:={role!r}, expected all, trainer or worker")
+    if worker_index.strip() and role != "worker":
+        raise ValueError(f"argument worker_index:={worker_index!r} needs role:=worker (role:={role} runs "
+                         f"{'every worker' if role == 'all' else 'no worker'})")
+    if role == "trainer":
+        return role, []
+    if not worker_index.strip():
+        return role, list(range(workers))
+    indices = [_int("worker_index", k.strip(), 0) for k in worker_index.split(",")]
+    bad = [k for k in indices if k >= workers]
+    if bad or len(set(indices)) != len(indices):
+        raise ValueError(f"argument worker_index:={worker_index!r}, expected distinct indices below "
+                         f"workers:={workers}")
+    return role, indices
 
 
 def train_sim(args: dict[str, str]) -> list[NodeSpec]:
@@ -137,11 +164,12 @@ def train_sim(args: dict[str, str]) -> list[NodeSpec]:
         raise ValueError(f"argument backend:={args['backend']!r}, expected batched or pybullet")
     if args["guide"]:
         over["guide"] = args["guide"]
+    role, indices = _role(args["role"], args["worker_index"], workers)
     common = {"config": args["config"], "overrides": _dump(over)}
     nodes = [NodeSpec("trainer_node", "trainer_node", "", {
         "config": args["config"], "overrides": _dump({**over, "num_drones": workers * per}),
-        "out": args["out"], "resume": resume}, required=True)]
-    for i in range(workers):
+        "out": args["out"], "resume": resume}, required=True)] if role in ("all", "trainer") else []
+    for i in indices:
         ns = f"w{i}"
         nodes.append(NodeSpec("sim_node", "sim_node", ns, {
             **common, "num_drones": per, "worker": i, "backend": args["backend"], "gui": gui and i == 0,

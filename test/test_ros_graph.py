@@ -11,7 +11,7 @@ import pytest
 from geometry_msgs.msg import PoseArray, PoseStamped
 from std_msgs.msg import Float32MultiArray, String
 
-from ros_helpers import Probe, Processes, fresh_domain_id, fresh_guide, overrides
+from ros_helpers import LEARNING, Probe, Processes, fresh_domain_id, fresh_guide, overrides
 from snn_drone import graphs
 from snn_drone.core.common.config import package_root
 from snn_drone.nodes import arrays
@@ -99,11 +99,7 @@ def test_train_sim_with_the_default_guide_raises_the_evaluation_return(tmp_path)
     BC term, so that 25 short epochs show learning through the graph."""
     domain = fresh_domain_id()
     procs, probe = Processes(tmp_path / "logs", domain), Probe(domain)
-    ov = overrides(epochs=25, steps_per_epoch=50, updates_per_epoch=15, batch_sequences=16, min_replay_sequences=8,
-                   eval_every=5, eval_episodes=32, **{
-                       "snn.hidden": [64, 32], "sequences.length": 60, "sequences.stride": 30, "sequences.warmup": 30,
-                       "learner.warmup": 30, "horizon.warmup": 30, "sequences.capacity_transitions": 200000, "learner.lambda_bc": 1.0,
-                       "learner.alpha": 0.5})
+    ov = overrides(**LEARNING)
     procs.cli("launch", "launch", "train_sim", "workers:=2", "drones_per_worker:=8", f"out:={tmp_path / 'run'}",
               f"overrides:={ov}")
     try:
@@ -131,7 +127,8 @@ def _load_launch_file():
 def test_launch_file_declares_the_same_graph_as_snn_drone_launch():
     launch_file = _load_launch_file()
     for args in ({}, {"workers": "2", "drones_per_worker": "8", "gui": "true", "resume": "true"},
-                 {"workers": "3", "overrides": "{algo: td3}"}):
+                 {"workers": "3", "overrides": "{algo: td3}"}, {"workers": "2", "role": "trainer"},
+                 {"workers": "3", "role": "worker", "worker_index": "2"}):
         assert launch_file.node_specs(args) == graphs.GRAPHS["train_sim"].nodes(args)
     assert launch_file.GRAPH is graphs.GRAPHS["train_sim"]
     names = {a.name for a in launch_file.GRAPH.arguments}
@@ -146,6 +143,22 @@ def test_launch_file_declares_the_same_graph_as_snn_drone_launch():
     assert "guide_node" not in [n.name for n in td3]  # no guide: the actor flies from step 0
     with pytest.raises(ValueError, match="train_sim has no argument worker; arguments: workers"):
         graphs.GRAPHS["train_sim"].nodes({"worker": "2"})
+
+    # one graph over several hosts: the trainer's host and each worker's host launch their part of it
+    parts = [graphs.GRAPHS["train_sim"].nodes({"workers": "2", "overrides": "{num_drones: 16}", **a})
+             for a in ({"role": "trainer"}, {"role": "worker", "worker_index": "0"},
+                       {"role": "worker", "worker_index": "1"})]
+    assert [n.label for n in parts[0]] == ["trainer_node"] and parts[0][0] == two[0]
+    assert parts[1] == two[1:5] and parts[2] == two[5:]  # the same nodes as the one-host graph, split
+    three = graphs.GRAPHS["train_sim"].nodes({"workers": "3"})
+    assert graphs.GRAPHS["train_sim"].nodes({"workers": "3", "role": "worker", "worker_index": "2,0"}) == \
+        [n for n in three if n.namespace == "w2"] + [n for n in three if n.namespace == "w0"]
+    for bad, match in (({"role": "sims"}, "role:='sims', expected all, trainer or worker"),
+                       ({"worker_index": "1"}, "worker_index:='1' needs role:=worker"),
+                       ({"workers": "2", "role": "worker", "worker_index": "2"}, "distinct indices below workers:=2"),
+                       ({"workers": "2", "role": "worker", "worker_index": "1,1"}, "distinct indices")):
+        with pytest.raises(ValueError, match=match):
+            graphs.GRAPHS["train_sim"].nodes(bad)
 
 
 def test_launcher_stops_the_graph_and_exits_nonzero_when_a_node_dies(tmp_path):

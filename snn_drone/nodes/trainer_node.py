@@ -5,8 +5,9 @@ It runs the same ``Trainer`` as `snn-drone train` with collection outside (``col
 epoch's worth of steps (``steps_per_epoch`` x ``num_drones``, all workers together) everything that arrived goes to
 the replay and one :meth:`Trainer.train_epoch` runs in a worker thread while the node keeps receiving. After each
 epoch it publishes the weights (latched, version = epoch), the horizon H, the curriculum progress
-and the metrics row; metrics.jsonl, TensorBoard, checkpoints and plots land in ``out`` as with
-`snn-drone train`. With ``from_bags`` it trains offline from recorded rollouts instead. It exits
+and the metrics row (with ``rollouts_by_worker``: messages, drone steps and payload bytes received
+from each worker index so far, so that a worker on another machine that stopped contributing
+shows); metrics.jsonl, TensorBoard, checkpoints and plots land in ``out`` as with `snn-drone train`. With ``from_bags`` it trains offline from recorded rollouts instead. It exits
 (code 0) after ``epochs`` epochs or on SIGINT/SIGTERM, after a final checkpoint.
 """
 from __future__ import annotations
@@ -51,6 +52,8 @@ class TrainerNode(Node):
         self._pending_steps = 0
         self._returns: list[float] = []
         self.workers_seen: set[int] = set()
+        self.by_worker: dict[str, dict[str, int]] = {}
+        """Per worker index: rollout messages, drone steps and payload bytes received since start."""
         self._lengths: list[float] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train_epoch")
         self._epoch: Future | None = None
@@ -81,7 +84,15 @@ class TrainerNode(Node):
             return
         self._pending.append(seqs)
         self._pending_steps += head["env_steps"]
-        self.workers_seen.add(head["worker"])
+        worker = int(head["worker"])
+        if worker not in self.workers_seen:
+            self.get_logger().info(f"first rollouts from worker {worker} "
+                                   f"({self.count_publishers(arrays.ROLLOUT_TOPIC)} publishers of /rollout)")
+        self.workers_seen.add(worker)
+        tally = self.by_worker.setdefault(str(worker), {"messages": 0, "drone_steps": 0, "bytes": 0})
+        tally["messages"] += 1
+        tally["drone_steps"] += int(head["env_steps"])
+        tally["bytes"] += 4 * len(msg.data)
 
     def _on_episodes(self, msg) -> None:
         got = receive(self, arrays.EPISODES, msg)
@@ -118,7 +129,9 @@ class TrainerNode(Node):
         if not self.context.ok():
             return
         self._publish_state()
-        self.pub_metrics.publish(String(data=arrays.metrics_json({**row, "rollout_workers": len(self.workers_seen)})))
+        self.pub_metrics.publish(String(data=arrays.metrics_json({
+            **row, "rollout_workers": len(self.workers_seen),
+            "rollouts_by_worker": {k: dict(v) for k, v in sorted(self.by_worker.items())}})))
         self.get_logger().info(self.progress_line(row))
 
     def progress_line(self, row: dict) -> str:
