@@ -1,8 +1,7 @@
 """The SITL physics peer (`snn-drone sitl-peer`, core/deploy/sitl.py): its packet formats, the
 inverse of the motor mapping, its simulated sensors, and the peer process on real UDP sockets
-(always on, seconds); and, where ``CRAZYSIM_CF2`` names a SITL ``cf2`` binary built from
-CrazySim's crazyflie-firmware, a flight against that firmware (skipped elsewhere, with the reason).
-"""
+(always on, seconds). A flight against CrazySim's SITL ``cf2`` (gated by ``CRAZYSIM_CF2``) is not
+written yet (issue 14)."""
 import json
 import os
 import socket
