@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from snn_drone.core.env import task
+from snn_drone.core.env import randomisation, task
 from snn_drone.core.env.batched_env import BatchedHoverEnv
 
 REFERENCE = Path(__file__).parent / "data" / "env_reference_c487ea5.npz"
@@ -42,7 +42,7 @@ def _reference_run(task_cfg=None):
 
 
 def _dr(**kw):
-    return dataclasses.replace(task.load_task_config(), randomisation=task.DomainRandomisation(**kw))
+    return dataclasses.replace(task.load_task_config(), randomisation=randomisation.DomainRandomisation(**kw))
 
 
 SIM2REAL = dict(mass_rel=0.1, thrust_rel=0.1, motor_time_constant_rel=0.2, inertia_rel=0.2,
@@ -93,7 +93,7 @@ def test_per_drone_constants_fly_each_drone_as_a_preset_with_those_constants():
     from snn_drone.core.sim.params import load_preset
     base = load_preset("cf21_l2f2")
     gen = torch.Generator().manual_seed(4)
-    d = task.sample_drone_parameters(3, gen, base, task.DomainRandomisation(**SIM2REAL))
+    d = randomisation.sample_drone_parameters(3, gen, base, randomisation.DomainRandomisation(**SIM2REAL))
     dyn = QuadrotorDynamics(base, dtype=torch.float64)
     dyn.set_drone_parameters(d["mass_kg"], d["inertia_kgm2"], d["thrust_scale"],
                              d["motor_time_constant_rising_s"], d["motor_time_constant_falling_s"])
@@ -194,14 +194,14 @@ def test_learner_batch_gives_the_actor_noisy_observations_and_the_critic_true_on
 
 def test_bad_randomisation_values_name_the_key_and_pybullet_refuses_randomised_physics():
     with pytest.raises(ValueError, match="randomisation.mass_rel"):
-        task.DomainRandomisation(mass_rel=1.5)
+        randomisation.DomainRandomisation(mass_rel=1.5)
     with pytest.raises(ValueError, match="control_delay_steps_min/max"):
-        task.DomainRandomisation(control_delay_steps_min=2, control_delay_steps_max=1)
+        randomisation.DomainRandomisation(control_delay_steps_min=2, control_delay_steps_max=1)
     with pytest.raises(KeyError, match="randomisation.mass"):
         task.load_task_config(overrides={"randomisation": {"mass": 0.1}})
     with pytest.raises(ValueError, match="backend 'batched'"):
         BatchedHoverEnv(1, _dr(mass_rel=0.1), backend="pybullet")
-    assert task.load_randomisation().enabled     # the shipped sim-to-real ranges
+    assert randomisation.load_randomisation().enabled     # the shipped sim-to-real ranges
 
 
 def test_eval_randomise_scores_under_the_shipped_ranges(capsys, tmp_path):

@@ -27,7 +27,7 @@ finite and a learner that recomputes rewards from ``next_state`` gets the same n
 drone is then reset like any other; the rest of the batch never sees the NaN (all operations
 are per drone).
 
-Domain randomisation (``task_cfg.randomisation``, task.DomainRandomisation; off by default, and
+Domain randomisation (``task_cfg.randomisation``, randomisation.DomainRandomisation; off by default, and
 then nothing below happens and no random number is drawn for it): at every episode start each
 drone draws its mass, thrust-curve factor, motor time constants, inertia and control delay
 (:attr:`drone_params`) from a second generator seeded from ``seed`` (so the initial states are
@@ -48,7 +48,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from . import task
+from . import randomisation, task
 from ..sim.dynamics import ACTION_FIELDS, QuadrotorDynamics
 from ..common.layout import ACTION_DIM, OBS_DIM, STATE_DIM, STATE_FIELDS
 from ..sim.params import QuadrotorParams, load_preset
@@ -121,7 +121,7 @@ class BatchedHoverEnv:
         self.episode_return = torch.zeros(b, **kw)
         """Sum of rewards of each drone's current episode."""
         self.drone_params: dict[str, torch.Tensor] | None = None
-        """This episode's randomised constants per drone (task.sample_drone_parameters), or None."""
+        """This episode's randomised constants per drone (randomisation.sample_drone_parameters), or None."""
         self._dr_draws = self.dr.physics or self.dr.delay
         self._delay_max = self.dr.control_delay_steps_max
         # commanded actions of the last delay_max + 1 steps, newest first (delay only)
@@ -174,7 +174,7 @@ class BatchedHoverEnv:
     def _randomise(self, rows) -> None:
         """New randomised constants for the drones ``rows`` (a slice or a long tensor)."""
         n = self.num_drones if isinstance(rows, slice) else rows.numel()
-        new = task.sample_drone_parameters(n, self.dr_generator, self.params, self.dr)
+        new = randomisation.sample_drone_parameters(n, self.dr_generator, self.params, self.dr)
         if self.drone_params is None or isinstance(rows, slice):
             self.drone_params = new
         else:
@@ -188,7 +188,7 @@ class BatchedHoverEnv:
 
     def _draw_obs_noise(self) -> None:
         if self._obs_noise is not None:
-            self._obs_noise = task.observation_noise(self._obs_noise.shape, self.dr_generator, self.dr, self.dtype)
+            self._obs_noise = randomisation.observation_noise(self._obs_noise.shape, self.dr_generator, self.dr, self.dtype)
 
     def _delayed(self, action: torch.Tensor) -> torch.Tensor:
         """The action the physics applies: the one commanded ``control_delay_steps`` steps ago."""

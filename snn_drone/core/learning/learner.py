@@ -25,7 +25,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from ..env import task
+from ..env import randomisation, task
 from .networks import TwinCritic
 from .sequence_replay import Sequences, privileged_history
 
@@ -133,7 +133,7 @@ def derive_batch(seqs: Sequences, task_cfg, coeffs, actor_inputs: str, warmup: i
     if actor_inputs != "privileged" and dr is not None and dr.obs_noise:
         if generator is None:
             raise ValueError("the task randomises observation noise: derive_batch needs a generator")
-        obs = obs + task.observation_noise(obs.shape, generator, dr, obs.dtype).to(obs.device)
+        obs = obs + randomisation.observation_noise(obs.shape, generator, dr, obs.dtype).to(obs.device)
     return Batch(
         actor_obs=priv if actor_inputs == "privileged" else obs,
         priv_obs=priv,
