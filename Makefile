@@ -22,7 +22,7 @@ train: $(STAMP)  # the train_sim ROS 2 graph; ARGS are graph arguments, e.g. ARG
 	$(BIN)/snn-drone launch train_sim $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q test $(ARGS)
+	$(BIN)/python -m pytest -q -rs test $(ARGS)  # -rs: each skipped test with its reason (root, gcc, a CUDA device, ...)
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

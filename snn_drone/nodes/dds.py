@@ -8,8 +8,12 @@ and the benches) calls :func:`apply_localhost_defaults` before ``rclpy.init``:
   config/fastdds_localhost.xml (shared memory + UDPv4 on 127.0.0.1 only, unicast discovery to
   127.0.0.1), so no packet goes to any other address.
 
-To run a graph across machines set ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET`` (and, if wanted, a
-Fast DDS profile of your own): then nothing here changes the environment.
+To run a graph across machines set ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET`` (and, where multicast
+does not pass, ``ROS_STATIC_PEERS`` with the other machines' addresses; or a Fast DDS profile of
+your own): then nothing here changes the environment, and Fast DDS's defaults apply: UDPv4 between
+machines, shared memory between processes of one machine (it tells machines apart by host name and
+IPv4 addresses, so network namespaces with their own addresses talk UDP even with a shared
+/dev/shm; test/test_ros_hosts.py checks the bytes on their interfaces). README, "Several machines".
 """
 from __future__ import annotations
 
