@@ -17,7 +17,7 @@ Sizes: arm-none-eabi-size of each part compiled alone (flash = text + data; the 
 the caller's RAM: snn_state_t and snn_guide_state_t per drone). Also checks the M4 run against
 the host build (spikes and membranes bit-identical, largest action difference).
 
-    PYTHONPATH=. .venv/bin/python bench/onboard_m4.py [--drones 4] [--steps 300] [--flags -funroll-loops] [--compare]
+    PYTHONPATH=. .venv/bin/python bench/onboard_m4.py [--drones 4] [--steps 300] [--flags -funroll-loops] [--compare] [--fixed-point]
 
 The last line is `name=value ...`.
 """
@@ -41,6 +41,40 @@ from snn_drone.core.learning.checkpoint import load_policy  # noqa: E402
 STEP_BUDGET = onboard.CPU_HZ * onboard.CONTROL_DT_S  # 1.68 M cycles
 
 
+@torch.no_grad()
+def fixed_point_check(actor, flight, bits_list=(16, 12, 8)) -> None:
+    """What a fixed-point first layer (int weights per output row, int observations per input,
+    exact integer sums: the SMLAD kind of kernel) does to the spikes: layer 0 quantized, the rest
+    float32 in the C order, free-running on the flight's observations, against the float export."""
+    from snn_drone.core.deploy.export_c import sequential_affine, sequential_sequence
+    from snn_drone.core.snn.lif import LIFState, lif_step
+    reset = torch.from_numpy(flight.reset)
+    x = flight.obs
+    _, spk, act = sequential_sequence(actor, x, reset)
+    n0 = actor.cfg.hidden[0]
+
+    def lif_run(current, lif):
+        m, out = torch.zeros_like(current[0]), []
+        for t in range(current.shape[0]):
+            m = torch.where(reset[t][:, None], torch.zeros_like(m), m)
+            s, st = lif_step(current[t], LIFState(m), lif.beta, lif.threshold, actor.slope)
+            m = st.membrane
+            out.append(s)
+        return torch.stack(out)
+    w, b = actor.fc[0].weight, actor.fc[0].bias
+    for bits in bits_list:
+        q = 2 ** (bits - 1) - 1
+        sw = w.abs().amax(1, keepdim=True) / q
+        sx = x.abs().amax((0, 1)) / q  # scales from this very flight: optimistic
+        acc = torch.round(x / sx).double() @ (torch.round(w / sw).double() * sx.double()).T
+        s0 = lif_run((acc * sw.double().T + b.double()).float(), actor.lif[0])
+        s1 = lif_run(sequential_affine(actor.fc[1].weight, actor.fc[1].bias, s0), actor.lif[1])
+        a = torch.tanh(sequential_affine(actor.readout.weight, actor.readout.bias, s1))
+        print(f"fixed-point layer 0, int{bits}: layer-0 spikes differ {(s0 != spk[..., :n0]).float().mean():.4%}, "
+              f"layer-1 {(s1 != spk[..., n0:]).float().mean():.4%}, |action diff| max {(a - act).abs().max():.3g} "
+              f"mean {(a - act).abs().mean():.3g} (tolerance: spikes equal, actions 1e-6)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--actor", default=str(ROOT / "checkpoints" / "snn_actor.pt"))
@@ -49,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--flags", default="", help="extra arm-none-eabi-gcc flags, e.g. -funroll-loops")
+    ap.add_argument("--fixed-point", action="store_true",
+                    help="also what an int16/12/8 first layer does to the spikes (torch, no M4 run)")
     ap.add_argument("--compare", action="store_true",
                     help="also the plain loops (-DSNN_BLOCKED=0) and -funroll-loops builds, in this run")
     args = ap.parse_args(argv)
@@ -60,6 +96,8 @@ def main(argv=None) -> int:
     actor, guide = load_policy(args.actor).eval(), load_policy(args.guide).eval()
     neurons = sum(actor.cfg.hidden)
     flight = onboard.record_flight(actor, args.drones, args.steps, args.seed)
+    if args.fixed_point:
+        fixed_point_check(actor, flight)
     variants = [("blocked kernels (default)", tuple(args.flags.split()))]
     if args.compare:
         variants += [("plain loops (SNN_BLOCKED=0)", ("-DSNN_BLOCKED=0", *args.flags.split())),
