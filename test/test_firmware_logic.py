@@ -241,7 +241,7 @@ def test_the_app_builds_against_the_crazyflie_firmware_with_no_warning_and_selec
         Path(d).name == "net" and n != "Kbuild")])
     missing = subprocess.run(["make", f"CRAZYFLIE_BASE={base}"], cwd=app, capture_output=True, text=True)
     assert missing.returncode != 0 and "export the networks first" in missing.stderr, missing.stderr[-2000:]
-    for ckpt in ("snn_actor.pt", "guide.pt"):  # README.md's steps: the networks first
+    for ckpt in ("snn_actor_bc_only.pt", "guide.pt"):  # README.md's steps: the networks first
         subprocess.run([sys.executable, "-m", "snn_drone.cli", "export", str(FIRMWARE.parent / "checkpoints" / ckpt),
                         "--format", "c", "--out", str(app / "net")], check=True, capture_output=True)
     out = subprocess.run(["make", f"CRAZYFLIE_BASE={base}", "V=1", f"-j{os.cpu_count() or 2}"], cwd=app,
