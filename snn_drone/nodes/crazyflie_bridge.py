@@ -30,6 +30,7 @@ Crazyflie here (none attached): built to cflib 0.1.34's documented interfaces.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -221,13 +222,12 @@ class CrazyflieBridge(Node):
                 self.last_action = onboard_link.flown_action(row)
                 self.rotor.update(self.last_action)
         self.pub_onboard.publish(arrays.pack(arrays.ONBOARD, row[None], {"step": self.step}))
-        if phase == 3 and was != 3:
-            import json
+        if phase == onboard_link.PHASES.index("tripped") and was != phase:
             text = f"onboard trip: {onboard_link.describe(row)}; the drone acts on it (snnonb.act*)"
             self.get_logger().error(text)
             self.pub_safety.publish(String(data=json.dumps({
-                "robot": self.robot.name, "kind": onboard_link.TRIPS[int(row[1])] if 0 <= int(row[1]) < 5 else "unknown",
-                "action": "onboard", "message": text, "verdict": "onboard"})))
+                "robot": self.robot.name, "kind": onboard_link.trip_name(row), "action": "onboard",
+                "message": text, "verdict": "onboard"})))
             with self._lock:
                 self.streaming = False
 

@@ -50,8 +50,12 @@ def flown_action(row: np.ndarray) -> np.ndarray:
     return np.asarray(row[5:5 + layout.ACTION_DIM], np.float64)
 
 
+def trip_name(row: np.ndarray) -> str:
+    trip = int(row[1])
+    return TRIPS[trip] if 0 <= trip < len(TRIPS) else f"unknown trip {trip}"
+
+
 def describe(row: np.ndarray) -> str:
-    phase, trip = int(row[0]), int(row[1])
+    phase = int(row[0])
     p = PHASES[phase] if 0 <= phase < len(PHASES) else f"phase {phase}"
-    t = TRIPS[trip] if 0 <= trip < len(TRIPS) else f"trip {trip}"
-    return f"{p} (step {int(row[2])}, trip {t})"
+    return f"{p} (step {int(row[2])}, trip {trip_name(row)})"
