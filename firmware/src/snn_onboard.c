@@ -201,7 +201,9 @@ static so_output_t trip(so_t *so, so_trip_t kind, uint8_t action, float ratio[SO
 static int linkLost(const so_t *so, const so_config_t *cfg, uint64_t now_us)
 {
   if (cfg->link_timeout_ms == 0) return 0;
-  return !so->heard || now_us - so->last_heartbeat_us > (uint64_t)cfg->link_timeout_ms * 1000u;
+  /* a heartbeat stamped after now_us (another task's clock read) is fresh, not 2^64 us old */
+  return !so->heard || (now_us > so->last_heartbeat_us &&
+                        now_us - so->last_heartbeat_us > (uint64_t)cfg->link_timeout_ms * 1000u);
 }
 
 static so_output_t current(so_t *so, float ratio[SO_NUM_MOTORS])
