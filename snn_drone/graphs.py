@@ -190,6 +190,10 @@ def train_sim(args: dict[str, str]) -> list[NodeSpec]:
 FLY_REAL_ARGUMENTS = (
     Argument("backend", "real", "drone end: real (crazyflie_bridge, a Crazyflie over cflib) or sim (sim_flight_node: "
              "one simulated Crazyflie in real time, with safety_node)"),
+    Argument("mode", "ground", "real: ground (the graph's guide, SNN and jump-start nodes stream motor commands to the "
+             "snn_motor app) or onboard (the app flies the guide and the SNN compiled into the firmware, started by "
+             "snnonb.enable; the bridge sends heartbeats and records the drone's state and spike counts on "
+             "onboard/status; actor and guide are then the firmware's, firmware/README.md)"),
     Argument("actor", "checkpoints/snn_actor_bc_only.pt", "spiking actor file (save_policy) that flies after the "
              "warm-up (the default held a 10 s hover in the real-time graph; snn_actor.pt, which scores higher on "
              "5 s episodes, tilted out after 3-8.5 s there)"),
@@ -234,9 +238,14 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
     backend = args["backend"]
     if backend not in ("real", "sim"):
         raise ValueError(f"argument backend:={backend!r}, expected real or sim")
+    mode = args.get("mode", "ground")
+    if mode not in ("ground", "onboard"):
+        raise ValueError(f"argument mode:={mode!r}, expected ground or onboard")
+    if mode == "onboard" and backend != "real":
+        raise ValueError("argument mode:=onboard needs backend:=real (the networks run in the Crazyflie's firmware)")
     over = _overrides(args["overrides"])
     cfg = load_train_config(args["config"] or None, over)
-    for name in ("actor", "guide"):
+    for name in ("actor", "guide") if mode == "ground" else ():
         path = args[name] or (cfg.guide if name == "guide" else "")
         if not (name == "guide" and path == "controller"):
             try:
@@ -268,15 +277,12 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
         nodes.append(NodeSpec("crazyflie_bridge", "crazyflie_bridge", "", {
             **{k: v for k, v in common.items() if k != "num_drones"}, "robots_file": args["robots_file"],
             "robot": args["robot"], "safety_config": args["safety_config"], "mocap_topic": args["mocap_topic"],
-            "motor_mapping": args["motor_mapping"]}, required=True, env=rt))
-    nodes.append(NodeSpec("actor_node", "actor_node", "", {**common, "checkpoint": args["actor"],
-                                                           "follow_weights": False}, env=rt))
-    nodes.append(NodeSpec("guide_node", "guide_node", "", {**common, "guide": args["guide"]}, env=rt))
-    nodes.append(NodeSpec("jumpstart_node", "jumpstart_node", "", {**common, "use_guide": True, "deploy": True,
-                                                                   "state_timeout_s": _float("state_timeout_s", args["state_timeout_s"])},
-                          env=rt))
+            "motor_mapping": args["motor_mapping"], "mode": mode}, required=True, env=rt))
+    if mode == "ground":
+        nodes += _ground_controllers(args, common, rt)
     if record:
-        bag = args["bag"] or f"flights/fly_real_{backend}_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}"
+        tag = backend + ("_onboard" if mode == "onboard" else "")
+        bag = args["bag"] or f"flights/fly_real_{tag}_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}"
         if Path(bag).exists():
             raise ValueError(f"argument bag:={bag!r} exists already; give a new folder")
         topics = ",".join(FLY_REAL_TOPICS) if backend == "sim" else ""  # real: every topic (pose, odom, mocap)
@@ -285,6 +291,16 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
         nodes.append(NodeSpec("recorder_node", "recorder_node", "", {"out": bag, "topics": topics},
                               env={REALTIME_ENV: "1"} if int(prio) > 1 else {}))
     return nodes
+
+
+def _ground_controllers(args: dict[str, str], common: dict, rt: dict) -> list[NodeSpec]:
+    """The ground station's controllers of fly_real: actor, guide and the deploy mux."""
+    return [NodeSpec("actor_node", "actor_node", "", {**common, "checkpoint": args["actor"], "follow_weights": False},
+                     env=rt),
+            NodeSpec("guide_node", "guide_node", "", {**common, "guide": args["guide"]}, env=rt),
+            NodeSpec("jumpstart_node", "jumpstart_node", "", {**common, "use_guide": True, "deploy": True,
+                                                              "state_timeout_s": _float("state_timeout_s", args["state_timeout_s"])},
+                     env=rt)]
 
 
 GRAPHS: dict[str, Graph] = {

@@ -224,7 +224,8 @@ def test_cli_export_c_writes_compilable_files_for_the_actor_and_the_guide(tmp_pa
     assert main(["export", str(ckpt), "--format", "c"]) == 0
     out_dir = tmp_path / "actor_export"
     assert sorted(p.name for p in out_dir.iterdir()) == ["snn_actor.c", "snn_actor.h", "snn_actor_weights.h",
-                                                         "snn_observation.c", "snn_observation.h"]
+                                                         "snn_observation.c", "snn_observation.h",
+                                                         "snn_onboard_config.h"]
     assert "weights_flash_bytes=" in capsys.readouterr().out
     obs = torch.randn(5, 2, 18)
     reset = torch.zeros(5, 2, dtype=torch.bool)
@@ -236,7 +237,8 @@ def test_cli_export_c_writes_compilable_files_for_the_actor_and_the_guide(tmp_pa
     assert main(["export", str(mlp), "--format", "c", "--out", str(tmp_path / "x")]) == 0
     assert "weights_flash_bytes=55312 state_ram_bytes=1540" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["snn_guide.c", "snn_guide.h", "snn_guide_weights.h",
-                                                                  "snn_observation.c", "snn_observation.h"]
+                                                                  "snn_observation.c", "snn_observation.h",
+                                                                  "snn_onboard_config.h"]
     subprocess.run(["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2", "-c", "-I", str(tmp_path / "x"),
                     str(tmp_path / "x" / "snn_guide.c"), "-o", str(tmp_path / "g.o")], check=True)
     with pytest.raises(TypeError, match="spiking actor .* or an MLP policy"):

@@ -233,9 +233,17 @@ def test_the_app_builds_against_the_crazyflie_firmware_with_no_warning_and_selec
     may warn)."""
     import os
     import re
+    import sys
     base = Path(os.environ[CRAZYFLIE_FIRMWARE]).resolve()
     app = tmp_path / "firmware"
-    shutil.copytree(FIRMWARE, app)
+    # this worktree's app without its build and exported networks (net/ keeps only its Kbuild)
+    shutil.copytree(FIRMWARE, app, ignore=lambda d, names: [n for n in names if n == "build" or (
+        Path(d).name == "net" and n != "Kbuild")])
+    missing = subprocess.run(["make", f"CRAZYFLIE_BASE={base}"], cwd=app, capture_output=True, text=True)
+    assert missing.returncode != 0 and "export the networks first" in missing.stderr, missing.stderr[-2000:]
+    for ckpt in ("snn_actor_bc_only.pt", "guide.pt"):  # README.md's steps: the networks first
+        subprocess.run([sys.executable, "-m", "snn_drone.cli", "export", str(FIRMWARE.parent / "checkpoints" / ckpt),
+                        "--format", "c", "--out", str(app / "net")], check=True, capture_output=True)
     out = subprocess.run(["make", f"CRAZYFLIE_BASE={base}", "V=1", f"-j{os.cpu_count() or 2}"], cwd=app,
                          capture_output=True, text=True, timeout=1800)
     log = out.stdout + out.stderr
@@ -245,8 +253,10 @@ def test_the_app_builds_against_the_crazyflie_firmware_with_no_warning_and_selec
     config = (app / "build" / ".config").read_text()
     assert "CONFIG_CONTROLLER_OOT=y" in config and not re.search(r"^CONFIG_CONTROLLER_(PID|INDI|MELLINGER|BRESCIANINI|LEE)=y",
                                                                   config, re.M)  # auto-select picks OutOfTree
+    for name in ("snn_motor_app", "snn_onboard", "snn_actor", "snn_guide", "snn_observation"):
+        assert any(f"{name}.o" in line and "arm-none-eabi-gcc" in line for line in log.splitlines()), name
     cc = next(line for line in log.splitlines() if "arm-none-eabi-gcc" in line and "snn_motor_app.c" in line)
-    for src in ("snn_motor_app.c", "motor_link.c"):
+    for src in ("snn_motor_app.c", "motor_link.c", "snn_onboard.c"):
         cmd = cc.split(";")[-1].strip().replace("snn_motor_app.c", src)
         strict = subprocess.run(cmd + " -Wextra -Wshadow -Wconversion -Wno-error -fsyntax-only", shell=True,
                                 cwd=app / "build", capture_output=True, text=True)

@@ -63,6 +63,14 @@ def test_fly_real_graph_swaps_the_bridge_for_sim_and_safety_nodes_and_names_a_mi
     assert actor.parameters["checkpoint"] == "checkpoints/snn_actor_bc_only.pt" and not actor.parameters["follow_weights"]
     js = next(n for n in sim if n.executable == "jumpstart_node")
     assert js.parameters["deploy"] and js.parameters["use_guide"]
+    onboard = graphs.GRAPHS["fly_real"].nodes({"backend": "real", "mode": "onboard", "actor": "nope.pt",
+                                               "bag": str(tmp_path / "bag2")})
+    assert [n.executable for n in onboard] == ["crazyflie_bridge", "recorder_node"]  # the drone flies its own networks
+    assert onboard[0].parameters["mode"] == "onboard" and real[0].parameters["mode"] == "ground"
+    with pytest.raises(ValueError, match="mode:=onboard needs backend:=real"):
+        graphs.GRAPHS["fly_real"].nodes({"backend": "sim", "mode": "onboard"})
+    with pytest.raises(ValueError, match="mode:='air'"):
+        graphs.GRAPHS["fly_real"].nodes({"backend": "real", "mode": "air"})
     with pytest.raises(FileNotFoundError, match="actor:='nope.pt'"):
         graphs.GRAPHS["fly_real"].nodes({"backend": "sim", "actor": "nope.pt"})
     with pytest.raises(ValueError, match="backend:='air'"):

@@ -9,11 +9,22 @@
  *   thrusts with controlModeForce while the link is ACTIVE, all zeros when a trip falls back to OFF,
  *   and otherwise runs the stock PID controller (take-off and landing with the high-level commander
  *   before and after streaming, and the STOCK fallback, which also starts a landing).
- * The decisions (decoding, sequence, clamping, watchdog) are in motor_link.c, tested on the host.
+ * - Onboard mode (parameter snnonb.enable = 1): the controller runs the deployed protocol itself
+ *   every 10th call (100 Hz) from the state estimate, the guide for the warm-up then the spiking
+ *   actor, with the geofence, tilt and link checks on the drone (snn_onboard.c; the networks and the
+ *   defaults are compiled in from `snn-drone export --format c`); the ground only sends heartbeats
+ *   on the app channel. It has precedence over streamed motor packets.
+ * The decisions (decoding, sequence, clamping, watchdog; the onboard step) are in motor_link.c and
+ * snn_onboard.c, tested on the host and on a Cortex-M4 emulator.
  *
  * Parameters (group snnmotor): timeoutMs, fallback (0 off, 1 stock controller + land), latch,
  * minRatio, maxRatio, landTime [s]. Logs (group snnmotor): state, seq, accepted, errCrc, errSeq,
  * errLen, errVer, trips, m1..m4 (applied ratios).
+ * Parameters (group snnonb): enable, warmup, targetX/Y/Z, minRatio, maxRatio, maxTilt [deg],
+ * fenceMinX..fenceMaxZ [m], actFence, actTilt, actLink (0 warn, 1 land, 2 stop), linkMs (0: no link
+ * watchdog). Logs (group snnonb): phase (0 off, 1 guide, 2 snn, 3 tripped), trip (1 link, 2 geofence,
+ * 3 tilt, 4 non-finite), step, spk0, spk1 (spikes per LIF layer this step), a1..a4 (the flown
+ * action), stepUs (the last control step's time), trips, beats.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -38,6 +49,7 @@
 #include "debug.h"
 
 #include "motor_link.h"
+#include "snn_onboard.h"
 
 #define RX_TIMEOUT_MS 5
 
@@ -51,6 +63,22 @@ static float logRatio[ML_NUM_MOTORS];
 static ml_output_t lastOut = ML_OUT_STOCK;
 
 static logVarId_t idX, idY, idZ;
+
+/* onboard mode: so_t and its config are the stabilizer task's alone; the app task hands over the
+ * heartbeat time and takes the trip flag, each in a short critical section */
+static so_t onboard;
+static so_config_t onbParams;   /* written by the ground (parameters) */
+static so_config_t onbActive;   /* sanitised copy in use */
+static uint8_t onbEnable;       /* parameter */
+static uint8_t onbRunning;      /* the controller started the protocol */
+static uint32_t onbTick;        /* controller calls since the start (1 kHz) */
+static uint64_t onbHeartbeatUs; /* app task -> controller */
+static uint64_t onbHeartbeatSeen;
+static uint8_t onbTripLand;     /* controller -> app task: start a landing */
+static uint8_t onbFlying;       /* the protocol flies (guide or snn), for the app task */
+static uint8_t logOnbPhase, logOnbTrip;
+static uint16_t logOnbStep, logOnbStepUs;
+static float logOnbAction[SO_NUM_MOTORS];
 
 static void keepAlive(void)
 {
@@ -66,6 +94,33 @@ static void keepAlive(void)
   commanderSetSetpoint(&sp, COMMANDER_PRIORITY_CRTP);
 }
 
+/* The app task's part of the onboard mode: keep-alive setpoints while the protocol flies (as while
+ * motors are streamed), hand the commander back when it ends, and land after a trip that asks for it. */
+static void onboardKeepAlive(void)
+{
+  static uint8_t wasFlying;
+  static uint64_t lastKeepAliveUs;
+  uint8_t flying, land;
+  const uint64_t t = usecTimestamp();
+  taskENTER_CRITICAL();
+  flying = onbFlying;
+  land = onbTripLand;
+  onbTripLand = 0;
+  taskEXIT_CRITICAL();
+  if (flying && t - lastKeepAliveUs >= 10000u) {
+    keepAlive();
+    lastKeepAliveUs = t;
+  }
+  if (wasFlying && !flying) {
+    commanderRelaxPriority();
+  }
+  if (land) {
+    DEBUG_PRINT("snn_motor: onboard trip %d, landing\n", logOnbTrip);
+    crtpCommanderHighLevelLand(0.0f, landTime);
+  }
+  wasFlying = flying;
+}
+
 void appMain(void)
 {
   uint8_t buf[APPCHANNEL_MTU];
@@ -79,10 +134,18 @@ void appMain(void)
   idZ = logGetVarId("stateEstimate", "z");
   ml_link_init(&motorLink);
   ml_config_default(&active);
-  DEBUG_PRINT("snn_motor: waiting for motor packets on the app channel\n");
+  DEBUG_PRINT("snn_motor: waiting for motor packets on the app channel (onboard mode: snnonb.enable)\n");
 
   while (1) {
     n = appchannelReceiveDataPacket(buf, sizeof(buf), RX_TIMEOUT_MS);
+    if (so_heartbeat_valid(buf, n)) {
+      const uint64_t t = usecTimestamp();
+      taskENTER_CRITICAL();
+      onbHeartbeatUs = t;
+      taskEXIT_CRITICAL();
+      n = 0; /* not a motor packet */
+    }
+    onboardKeepAlive();
 
     taskENTER_CRITICAL();
     active = params;
@@ -114,6 +177,63 @@ void appMain(void)
 void controllerOutOfTreeInit(void)
 {
   controllerPidInit();
+  so_init(&onboard);
+  so_config_default(&onbParams);
+  onbActive = onbParams;
+}
+
+/* The onboard mode's controller call (1 kHz): start / stop on the parameter, so_step every 10th
+ * call (the networks' 100 Hz) from the estimate, so_hold between. */
+static ml_output_t onboardControl(const sensorData_t *sensors, const state_t *state, float ratio[ML_NUM_MOTORS])
+{
+  const float position[3] = {state->position.x, state->position.y, state->position.z};
+  const float quaternion[4] = {state->attitudeQuaternion.x, state->attitudeQuaternion.y,
+                               state->attitudeQuaternion.z, state->attitudeQuaternion.w};
+  const float velocity[3] = {state->velocity.x, state->velocity.y, state->velocity.z};
+  const float gyro[3] = {sensors->gyro.x, sensors->gyro.y, sensors->gyro.z};
+  uint64_t heartbeat, t0, now;
+  so_output_t out;
+  int i;
+
+  taskENTER_CRITICAL();
+  heartbeat = onbHeartbeatUs;
+  taskEXIT_CRITICAL();
+  if (heartbeat != onbHeartbeatSeen) {
+    so_heartbeat(&onboard, heartbeat);
+    onbHeartbeatSeen = heartbeat;
+  }
+  if (!onbRunning) {
+    onbActive = onbParams;
+    so_config_sanitize(&onbActive);
+    so_start(&onboard, &onbActive);
+    onbRunning = 1;
+    onbTick = 0;
+  }
+  now = usecTimestamp();
+  if (onbTick % (RATE_MAIN_LOOP / SNN_ONBOARD_CONTROL_HZ) == 0) {
+    onbActive = onbParams; /* live parameter changes, sanitised, at each control step */
+    so_config_sanitize(&onbActive);
+    t0 = now;
+    out = so_step(&onboard, &onbActive, position, quaternion, velocity, gyro, now, ratio);
+    now = usecTimestamp();
+    logOnbStepUs = (uint16_t)(now - t0 > 65535u ? 65535u : now - t0);
+  } else {
+    out = so_hold(&onboard, &onbActive, now, ratio);
+  }
+  onbTick++;
+  if (so_take_trip(&onboard) && onboard.trip_action == SO_ACTION_LAND) {
+    taskENTER_CRITICAL();
+    onbTripLand = 1;
+    taskEXIT_CRITICAL();
+  }
+  onbFlying = (uint8_t)(onboard.phase == SO_PHASE_GUIDE || onboard.phase == SO_PHASE_SNN);
+  logOnbPhase = (uint8_t)onboard.phase;
+  logOnbTrip = (uint8_t)onboard.trip;
+  logOnbStep = (uint16_t)(onboard.step > 65535u ? 65535u : onboard.step);
+  for (i = 0; i < SO_NUM_MOTORS; ++i) {
+    logOnbAction[i] = onboard.action[i];
+  }
+  return out == SO_OUT_MOTORS ? ML_OUT_MOTORS : (out == SO_OUT_OFF ? ML_OUT_OFF : ML_OUT_STOCK);
 }
 
 bool controllerOutOfTreeTest(void)
@@ -131,6 +251,14 @@ void controllerOutOfTree(control_t *control, const setpoint_t *setpoint, const s
   taskENTER_CRITICAL();
   out = ml_update(&motorLink, &active, usecTimestamp(), ratio);
   taskEXIT_CRITICAL();
+  if (onbEnable) {
+    out = onboardControl(sensors, state, ratio); /* precedence over streamed motor packets */
+  } else if (onbRunning) {
+    so_stop(&onboard);
+    onbRunning = 0;
+    onbFlying = 0;
+    logOnbPhase = (uint8_t)onboard.phase;
+  }
 
   if (out == ML_OUT_STOCK) {
     if (lastOut != ML_OUT_STOCK) {
@@ -161,6 +289,42 @@ PARAM_ADD(PARAM_FLOAT, minRatio, &params.min_ratio)
 PARAM_ADD(PARAM_FLOAT, maxRatio, &params.max_ratio)
 PARAM_ADD(PARAM_FLOAT, landTime, &landTime)
 PARAM_GROUP_STOP(snnmotor)
+
+PARAM_GROUP_START(snnonb)
+PARAM_ADD(PARAM_UINT8, enable, &onbEnable)
+PARAM_ADD(PARAM_UINT16, warmup, &onbParams.warmup_steps)
+PARAM_ADD(PARAM_FLOAT, targetX, &onbParams.target[0])
+PARAM_ADD(PARAM_FLOAT, targetY, &onbParams.target[1])
+PARAM_ADD(PARAM_FLOAT, targetZ, &onbParams.target[2])
+PARAM_ADD(PARAM_FLOAT, minRatio, &onbParams.min_ratio)
+PARAM_ADD(PARAM_FLOAT, maxRatio, &onbParams.max_ratio)
+PARAM_ADD(PARAM_FLOAT, maxTilt, &onbParams.max_tilt_deg)
+PARAM_ADD(PARAM_FLOAT, fenceMinX, &onbParams.geofence_min[0])
+PARAM_ADD(PARAM_FLOAT, fenceMinY, &onbParams.geofence_min[1])
+PARAM_ADD(PARAM_FLOAT, fenceMinZ, &onbParams.geofence_min[2])
+PARAM_ADD(PARAM_FLOAT, fenceMaxX, &onbParams.geofence_max[0])
+PARAM_ADD(PARAM_FLOAT, fenceMaxY, &onbParams.geofence_max[1])
+PARAM_ADD(PARAM_FLOAT, fenceMaxZ, &onbParams.geofence_max[2])
+PARAM_ADD(PARAM_UINT8, actFence, &onbParams.geofence_action)
+PARAM_ADD(PARAM_UINT8, actTilt, &onbParams.tilt_action)
+PARAM_ADD(PARAM_UINT8, actLink, &onbParams.link_action)
+PARAM_ADD(PARAM_UINT16, linkMs, &onbParams.link_timeout_ms)
+PARAM_GROUP_STOP(snnonb)
+
+LOG_GROUP_START(snnonb)
+LOG_ADD(LOG_UINT8, phase, &logOnbPhase)
+LOG_ADD(LOG_UINT8, trip, &logOnbTrip)
+LOG_ADD(LOG_UINT16, step, &logOnbStep)
+LOG_ADD(LOG_UINT16, spk0, &onboard.spikes[0])
+LOG_ADD(LOG_UINT16, spk1, &onboard.spikes[1])
+LOG_ADD(LOG_FLOAT, a1, &logOnbAction[0])
+LOG_ADD(LOG_FLOAT, a2, &logOnbAction[1])
+LOG_ADD(LOG_FLOAT, a3, &logOnbAction[2])
+LOG_ADD(LOG_FLOAT, a4, &logOnbAction[3])
+LOG_ADD(LOG_UINT16, stepUs, &logOnbStepUs)
+LOG_ADD(LOG_UINT32, trips, &onboard.trips)
+LOG_ADD(LOG_UINT32, beats, &onboard.heartbeats)
+LOG_GROUP_STOP(snnonb)
 
 LOG_GROUP_START(snnmotor)
 LOG_ADD(LOG_UINT8, state, &logState)

@@ -75,6 +75,16 @@ EPISODE_FIELDS = (
     Field("crashed", 1, "1: ended by termination, 0: truncated", "-"),
 )
 
+ONBOARD_FIELDS = (
+    Field("phase", 1, "the drone's onboard mode: 0 off, 1 guide (warm-up), 2 snn, 3 tripped", "-"),
+    Field("trip", 1, "0 none, 1 lost_link, 2 geofence, 3 tilt, 4 nonfinite_state", "-"),
+    Field("episode_step", 1, "control steps since snnonb.enable was set", "-"),
+    Field("spikes", 2, "spikes of LIF layer 0 and 1 in the step", "-"),
+    Field("flown_action", layout.ACTION_DIM, "[-1, 1], the guide's in the warm-up, then the SNN's", "rotor"),
+    Field("step_us", 1, "the drone's time for the control step [us]", "-"),
+)
+"""Columns of onboard/status (core/deploy/onboard_link.TELEMETRY_FIELDS, the snnonb log block)."""
+
 
 class ArraySpec(NamedTuple):
     """One batched topic: default name, row label, per-row fields and header value names."""
@@ -97,7 +107,8 @@ ACTOR_CMD = ArraySpec("actor/cmd", "drone", COMMAND_FIELDS, ("step", "weights_ve
 GUIDE_CMD = ArraySpec("guide/cmd", "drone", COMMAND_FIELDS, ("step",))
 MOTOR_CMD = ArraySpec("motor_cmd", "drone", COMMAND_FIELDS, ("step", "guide_steps", "safe"))
 EPISODES = ArraySpec("episodes", "episode", EPISODE_FIELDS, ("step",))
-SPECS = {s.topic: s for s in (STATE, ACTOR_CMD, GUIDE_CMD, MOTOR_CMD, EPISODES)}
+ONBOARD = ArraySpec("onboard/status", "drone", ONBOARD_FIELDS, ("step",))
+SPECS = {s.topic: s for s in (STATE, ACTOR_CMD, GUIDE_CMD, MOTOR_CMD, EPISODES, ONBOARD)}
 
 # live-state column slices
 STATE_COLS = slice(0, layout.STATE_DIM)

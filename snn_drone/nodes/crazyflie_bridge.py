@@ -17,11 +17,20 @@
   stops (emergency stop) as configured, is logged, and is published on ``safety/status`` (JSON).
   A ``motor_cmd`` flagged safe (the jump-start watchdog lost the state) ends streaming and lands.
 
+Onboard mode (``mode:=onboard``, core/deploy/onboard_link.py): the drone flies the deployed protocol
+itself (firmware app's snn_onboard.c, networks compiled in). ``start_policy`` sets the parameter
+``snnonb.enable`` to 1, ``stop_policy`` and every end of a flight set it to 0; each state sample
+sends a heartbeat on the app channel for the drone's link watchdog; motor_cmd is ignored. The
+``snnonb`` log block (phase, trip, step, spikes per layer, flown action, step time) is published on
+``onboard/status`` (Float32MultiArray, arrays.ONBOARD) and fills the state rows'
+``episode_step`` and last action; a trip the drone reports is logged and published on ``safety/status``.
+
 Robots come from a crazyswarm2 crazyflies.yaml (``robots_file``, ``robot``). Not run against a
 Crazyflie here (none attached): built to cflib 0.1.34's documented interfaces.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -37,7 +46,8 @@ from snn_drone.core.common import layout
 from snn_drone.core.common.config import config_dir, from_dict
 from snn_drone.core.deploy.crazyflie_state import LogAssembler, RotorSpeedEstimate, log_blocks, state_from_log
 from snn_drone.core.deploy.motor_mapping import MotorMappingConfig, action_to_ratio
-from snn_drone.core.deploy.motor_packet import MotorPacketStream
+from snn_drone.core.deploy import onboard_link
+from snn_drone.core.deploy.motor_packet import MotorPacketStream, heartbeat_packet
 from snn_drone.core.sim.params import load_preset
 from snn_drone.core.deploy.robot_config import load_crazyflies
 from snn_drone.core.deploy.safety import SafetySupervisor, load_safety_config
@@ -73,6 +83,11 @@ class CrazyflieBridge(Node):
         self.takeoff_duration_s = declare(self, "takeoff_duration_s", 2.5, "take-off duration (s)")
         self.land_duration_s = declare(self, "land_duration_s", 3.0, "landing duration (s)")
         mocap_topic = declare(self, "mocap_topic", "", "PoseStamped topic forwarded as external pose (empty: off)")
+        self.mode = declare(self, "mode", "ground", "ground: stream the graph's motor_cmd to the snn_motor app; "
+                            "onboard: the app flies the guide and the SNN itself (snnonb.enable), the bridge "
+                            "sends heartbeats and records its log block")
+        if self.mode not in ("ground", "onboard"):
+            raise ValueError(f"parameter mode = {self.mode!r}, expected 'ground' or 'onboard'")
         self.mapping = from_dict(MotorMappingConfig, yaml.safe_load(mapping) or {}, where="motor_mapping")
         self.params = load_preset(cfg.preset)
         robots = load_crazyflies(robots_file or config_dir() / "crazyflies.yaml")
@@ -105,6 +120,9 @@ class CrazyflieBridge(Node):
         self.pub_pose = self.create_publisher(PoseStamped, f"{name}/pose", LIVE_QOS)
         self.pub_odom = self.create_publisher(Odometry, f"{name}/odom", LIVE_QOS)
         self.pub_safety = self.create_publisher(String, "safety/status", LIVE_QOS)
+        self.pub_onboard = self.create_publisher(Float32MultiArray, arrays.ONBOARD.topic, LIVE_QOS)
+        self._heartbeat_seq = 0
+        self._onboard_phase = 0
         self.create_subscription(Float32MultiArray, arrays.MOTOR_CMD.topic, self._on_cmd, LIVE_QOS)
         if mocap_topic:
             self.create_subscription(PoseStamped, mocap_topic, self._on_mocap, LIVE_QOS)
@@ -144,7 +162,18 @@ class CrazyflieBridge(Node):
             lc.data_received_cb.add_callback(self._on_log)
             lc.error_cb.add_callback(lambda logconf, msg: self.get_logger().error(f"log block {logconf.name}: {msg}"))
             lc.start()
-        self.get_logger().info(f"connected; logging {self.variant} state blocks at 100 Hz")
+        if self.mode == "onboard":
+            name, variables = onboard_link.LOG_BLOCK
+            lc = LogConfig(name=name, period_in_ms=10)
+            for var, fetch in variables:
+                lc.add_variable(var, fetch)
+            cf.log.add_config(lc)
+            lc.data_received_cb.add_callback(lambda timestamp, data, logconf: self._on_onboard_log(data))
+            lc.error_cb.add_callback(lambda logconf, msg: self.get_logger().error(f"log block {logconf.name}: {msg} "
+                                                                                  "(is the onboard app flashed?)"))
+            lc.start()
+        self.get_logger().info(f"connected; logging {self.variant} state blocks at 100 Hz"
+                               + (" and the onboard block" if self.mode == "onboard" else ""))
 
     def _on_packet(self, pk) -> None:
         self.last_link = time.monotonic()
@@ -168,7 +197,39 @@ class CrazyflieBridge(Node):
                 self.episode_step += 1
         self.pub_state.publish(arrays.pack(arrays.STATE, row, {"step": stamp}))
         self._publish_pose(state)
+        if self.mode == "onboard":
+            self._heartbeat()
         self._check_safety()
+
+    # ---- onboard mode -----------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        with self._lock:
+            seq = self._heartbeat_seq
+            self._heartbeat_seq = (seq + 1) % 65536
+        self.cf.appchannel.send_packet(heartbeat_packet(seq))
+
+    def _on_onboard_log(self, data) -> None:
+        try:
+            row = onboard_link.telemetry(data)
+        except KeyError as e:
+            self.get_logger().error(f"dropped onboard sample: {e}")
+            return
+        phase = int(row[0])
+        with self._lock:
+            was, self._onboard_phase = self._onboard_phase, phase
+            if self.streaming:
+                self.episode_step = int(row[2])
+                self.last_action = onboard_link.flown_action(row)
+                self.rotor.update(self.last_action)
+        self.pub_onboard.publish(arrays.pack(arrays.ONBOARD, row[None], {"step": self.step}))
+        if phase == onboard_link.PHASES.index("tripped") and was != phase:
+            text = f"onboard trip: {onboard_link.describe(row)}; the drone acts on it (snnonb.act*)"
+            self.get_logger().error(text)
+            self.pub_safety.publish(String(data=json.dumps({
+                "robot": self.robot.name, "kind": onboard_link.trip_name(row), "action": "onboard",
+                "message": text, "verdict": "onboard"})))
+            with self._lock:
+                self.streaming = False
 
     def _publish_pose(self, s: np.ndarray) -> None:
         stamp = self.get_clock().now().to_msg()
@@ -196,6 +257,8 @@ class CrazyflieBridge(Node):
         except ValueError as e:
             self.get_logger().error(f"dropped motor_cmd: {e}")
             return
+        if self.mode == "onboard":
+            return  # the drone flies its own networks
         if head.get("safe"):
             if self.streaming:
                 self.get_logger().warning("motor_cmd marked safe (the graph lost the state): landing")
@@ -217,7 +280,9 @@ class CrazyflieBridge(Node):
         with self._lock:
             was = self.streaming
             self.streaming = False
-        if was:
+        if self.mode == "onboard":
+            self.cf.param.set_value(onboard_link.ENABLE_PARAM, "0")  # also after a trip: re-arms the next start
+        elif was:
             self.cf.appchannel.send_packet(self.stream.stop())
 
     # ---- safety -----------------------------------------------------------------------------
@@ -282,6 +347,10 @@ class CrazyflieBridge(Node):
             self.stream.restart()
             self.episode_step = 0
             self.streaming = True
+        if self.mode == "onboard":
+            self._heartbeat()  # the drone's link watchdog looks at the last heartbeat from the first step on
+            self.cf.param.set_value(onboard_link.ENABLE_PARAM, "1")
+            return self._reply(response, True, f"the drone flies its own guide and SNN ({onboard_link.ENABLE_PARAM} = 1)")
         return self._reply(response, True, "policy flies: streaming motor commands (episode restarts)")
 
     def _stop_policy(self, request, response):

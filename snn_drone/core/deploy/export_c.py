@@ -63,6 +63,7 @@ from ..snn.lif import LIFState, lif_step
 from ..snn.spiking_actor import ActorState, SpikingActor
 from .c_codegen import _ACTIVE_KERNEL, _PRELUDE, _array, _checked, _write, sequential_affine
 from .export_c_guide import guide_files, guide_footprint_bytes, is_mlp_policy, observation_files
+from .export_c_onboard import OnboardDefaults, onboard_files
 
 HEADER = "snn_actor.h"
 WEIGHTS = "snn_actor_weights.h"
@@ -174,6 +175,7 @@ extern "C" {{
 #define SNN_NUM_LAYERS {len(hidden)}
 #define SNN_NEURONS {sum(hidden)}
 #define SNN_MAX_WIDTH {max(max(hidden), cfg.action_dim)}
+#define SNN_LAYER_SIZES {{{', '.join(map(str, hidden))}}} /* initialiser of an array [SNN_NUM_LAYERS] */
 {layer_macros}
 
 typedef struct {{
@@ -296,8 +298,10 @@ void snn_step(const float obs[SNN_OBS_DIM], snn_state_t *state, float action[SNN
 """
 
 
-def export_c(policy, out_dir: str | os.PathLike, source: str | None = None) -> list[Path]:
-    """Write the C files for ``policy`` into ``out_dir`` and the onboard observation beside them.
+def export_c(policy, out_dir: str | os.PathLike, source: str | None = None,
+             onboard: OnboardDefaults | None = None) -> list[Path]:
+    """Write the C files for ``policy`` into ``out_dir`` and the onboard observation beside them
+    (with ``onboard`` also snn_onboard_config.h, the onboard mode's defaults: export_c_onboard.py).
 
     A spiking actor gives snn_actor.h, snn_actor_weights.h, snn_actor.c; an MLP policy (the guide)
     snn_guide.h, snn_guide_weights.h, snn_guide.c; both add snn_observation.h / .c. ``source``
@@ -313,6 +317,8 @@ def export_c(policy, out_dir: str | os.PathLike, source: str | None = None) -> l
         raise TypeError(f"C export needs a spiking actor (snn_drone.SpikingActor) or an MLP policy (the guide), "
                         f"got {type(policy).__name__}")
     files.update(observation_files())
+    if onboard is not None:
+        files.update(onboard_files(onboard))
     return _write(Path(out_dir), files)
 
 

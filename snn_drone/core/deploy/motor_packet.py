@@ -116,3 +116,19 @@ class MotorPacketStream:
     def stop(self) -> bytes:
         """The next packet, asking the app to stop applying motor commands."""
         return self._next((0.0,) * NUM_MOTORS, enable=False)
+
+
+# ---- the onboard mode's heartbeat ---------------------------------------------------------------
+HEARTBEAT_MAGIC = 0xB7
+HEARTBEAT_VERSION = 1
+HEARTBEAT_SIZE = 4
+"""In the onboard mode (firmware/src/snn_onboard.h) the ground sends only heartbeats on the app
+channel: magic 0xB7, version 1, uint16 sequence (little-endian, +1 per packet; the drone does not
+check it, a bag does). The drone's link watchdog trips when none arrived for ``snnonb.linkMs``.
+The firmware takes these constants from snn_onboard_config.h, written by the export from here."""
+
+
+def heartbeat_packet(sequence: int) -> bytes:
+    if not 0 <= int(sequence) < 65536:
+        raise ValueError(f"heartbeat sequence {sequence} outside 0..65535")
+    return struct.pack("<BBH", HEARTBEAT_MAGIC, HEARTBEAT_VERSION, int(sequence))
