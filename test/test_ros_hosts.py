@@ -7,8 +7,10 @@ least the bytes the trainer says it received from that host. Faults: a worker ho
 (SIGKILL of all its processes) mid-epoch, a worker host started late, the trainer host killed
 and resumed.
 
-Skipped where network namespaces cannot be created (not root, no iproute2). The learning run over
-hosts (test_two_worker_hosts_raise_the_evaluation_return, minutes) runs with SNN_DRONE_LONG_TESTS=1."""
+Skipped where network namespaces cannot be created (not root, no iproute2). Three tests take
+minutes each and run with SNN_DRONE_LONG_TESTS=1 (CI runs the other two: rollouts and weights over
+the wire, and a worker host killed): the late worker host, the trainer host killed and resumed, and
+the learning run over hosts (test_two_worker_hosts_raise_the_evaluation_return_as_one_host_does)."""
 from __future__ import annotations
 
 import json
@@ -33,6 +35,9 @@ HANDOVER = {"horizon.warmup": 5, "horizon.snn_steps_start": 480, "horizon.snn_st
             "horizon.epochs_per_stage": 1, "horizon.exploration_noise": 0.0,
             "eval_every": 10 ** 6}  # no evaluation: these tests check the plumbing, the learning run the rest
 DRONES = 4
+LONG = pytest.mark.skipif(not os.environ.get("SNN_DRONE_LONG_TESTS"),
+                          reason="minutes each over three hosts (CI keeps under 20 min with the two others); "
+                                 "set SNN_DRONE_LONG_TESTS=1 to run it")
 
 
 class Cluster:
@@ -275,6 +280,7 @@ def test_a_worker_host_killed_mid_epoch_leaves_the_trainer_training_on_the_other
     assert "Traceback" not in c.log("trainer") + c.log("w0")
 
 
+@LONG
 def test_a_worker_host_started_late_gets_the_latched_weights_and_horizon_and_contributes(cluster):
     # the default (256, 128) actor: its weights message is larger than a UDP datagram (64 KB), so Fast
     # DDS sends it in fragments, and a late joiner gets it as a whole from the latched history
@@ -304,6 +310,7 @@ def test_a_worker_host_started_late_gets_the_latched_weights_and_horizon_and_con
     assert _steps(rows[version + 2], 1) > _steps(rows[version + 1], 1)
 
 
+@LONG
 def test_the_trainer_host_killed_and_resumed_is_found_again_by_the_workers_through_static_peers(cluster):
     """On a network that forwards no multicast: the hosts find each other by ROS_STATIC_PEERS alone."""
     import torch
@@ -329,8 +336,7 @@ def test_the_trainer_host_killed_and_resumed_is_found_again_by_the_workers_throu
     assert c.procs["w0"].poll() is None and c.procs["w1"].poll() is None  # the workers never stopped
 
 
-@pytest.mark.skipif(not os.environ.get("SNN_DRONE_LONG_TESTS"),
-                    reason="a 25-epoch run over three hosts (minutes); set SNN_DRONE_LONG_TESTS=1 to run it")
+@LONG
 def test_two_worker_hosts_raise_the_evaluation_return_as_one_host_does(cluster):
     """test_ros_graph's learning run (ros_helpers.LEARNING, 2 x 8 drones, the controller as guide),
     with its two workers on two hosts: the same bar, a later evaluation beats the first by 10."""
