@@ -5,7 +5,7 @@ The peer listens on HOST:FIRMWARE_PORT for ``cf2 FIRMWARE_PORT HOST`` (a UDP cli
 0xF3) and on HOST:CFLIB_PORT for cflib (``udp://HOST:CFLIB_PORT``). It streams the IMU at 1 kHz
 in real time, the barometer and the true pose as external pose at 100 Hz, applies the firmware's
 motor PWMs to the simulated rotors, and relays all other CRTP traffic between cflib and the
-firmware. Traffic from cflib goes down paced (one packet per IMU period by default) because the
+firmware. Traffic from cflib goes down paced (one packet per 2 ms by default) because the
 firmware's socket receive queue holds 5 packets and loses the rest of a burst (cflib's UDP link
 never resends, so a lost table request stalls the connection). A 0xFF probe (cflib's
 ``scan_interface``) is answered only once the firmware has finished its sensor calibration: a
@@ -56,12 +56,15 @@ def register(subparsers) -> None:
     p.add_argument("--firmware-port", type=int, default=19950, help="cf2's port argument (default 19950)")
     p.add_argument("--cflib-port", type=int, default=19850, help="cflib's udp:// port (default 19850)")
     p.add_argument("--imu-rate-hz", type=float, default=1000.0, help="accel + gyro rate (default 1000)")
+    p.add_argument("--physics-every", type=int, default=1,
+                   help="IMU periods per dynamics step (default 1: a fresh IMU sample every period; "
+                        "10: the 10 ms training step, each sample held 10 periods, a tenth of the CPU)")
     p.add_argument("--pose-rate-hz", type=float, default=100.0, help="external pose rate (default 100)")
     p.add_argument("--sensor-delay-s", type=float, default=2.0,
                    help="wait after the handshake before the first sensor packet (default 2 s: "
                         "sensors sent at once stall the firmware's start-up more often)")
-    p.add_argument("--relay-period-ms", type=float, default=1.0,
-                   help="at most one cflib packet per this period to the firmware (default 1 ms)")
+    p.add_argument("--relay-period-ms", type=float, default=2.0,
+                   help="at most one cflib packet per this period to the firmware (default 2 ms)")
     p.add_argument("--motor-mapping", default="{}",
                    help="YAML of MotorMappingConfig keys (mode, max_thrust_per_motor_n, max_ratio), "
                         "as given to the bridge")
@@ -83,7 +86,8 @@ class Peer:
         self.args = args
         self.params = load_preset(args.preset)
         self.mapping = from_dict(MotorMappingConfig, yaml.safe_load(args.motor_mapping) or {}, where="motor_mapping")
-        self.cfg = SitlConfig(imu_rate_hz=args.imu_rate_hz, pose_rate_hz=args.pose_rate_hz)
+        self.cfg = SitlConfig(imu_rate_hz=args.imu_rate_hz, pose_rate_hz=args.pose_rate_hz,
+                              physics_every=args.physics_every)
         self.fw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.fw.bind((args.host, args.firmware_port))
         self.cf = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -150,16 +154,19 @@ class Peer:
             return
         self.down.append(data)
 
-    def _send_down(self) -> None:
+    def _send_down(self) -> bool:
         if self.down and self.fw_addr is not None and self.calibrated_at is not None:
             self.fw.sendto(self.down.popleft(), self.fw_addr)
             self.counts["down_relayed"] += 1
+            return True
+        return False
 
     # ---- loop ----------------------------------------------------------------------------------
     def run(self, until: float, done: threading.Event | None = None) -> None:
         """Serve until ``until`` (monotonic s), :attr:`stop`, or ``done`` is set."""
         tick = 0
-        relay_every = max(1, int(round(self.args.relay_period_ms * 1e-3 / self.physics.dt_s)))
+        relay_period_s, next_relay = self.args.relay_period_ms * 1e-3, 0.0
+        self.trace_on = bool(self.args.trace)
         trace_every = max(1, int(round(0.01 / self.physics.dt_s)))
         next_stats = time.monotonic() + 1.0
         while not self.stop.is_set() and time.monotonic() < until and not (done and done.is_set()):
@@ -183,6 +190,7 @@ class Peer:
                 if lag > MAX_LAG_S:  # the host cannot keep up: give the time up rather than spiral
                     self.start_s += lag
                     self.counts["time_given_up_ms"] += int(round(lag * 1e3))
+                sent = 0
                 for _ in range(CATCH_UP_TICKS):
                     if self.pacing.due(tick, self.start_s) > now:
                         break
@@ -190,11 +198,15 @@ class Peer:
                     if self.pacing.decide(now - self.pacing.due(tick, self.start_s)):
                         for pk in packets:
                             self.fw.sendto(pk, self.fw_addr)
-                    if tick % relay_every == 0:
-                        self._send_down()
-                    if self.args.trace and tick % trace_every == 0:
+                        sent += len(packets)
+                    if self.trace_on and tick % trace_every == 0:
                         self.trace.append((self.physics.time_s, self.physics.true_state(), self.physics.pwm))
                     tick += 1
+                # one cflib packet down per relay period, never beside a burst of sensor packets:
+                # the firmware's 5-packet receive queue loses whatever overflows it
+                if sent <= 2 and now >= next_relay:
+                    if self._send_down():
+                        next_relay = now + relay_period_s
             if now >= next_stats:
                 next_stats = now + 1.0
                 self.write_stats()
