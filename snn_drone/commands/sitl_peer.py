@@ -35,8 +35,8 @@ import yaml
 
 from ..core.common.config import from_dict
 from ..core.deploy.motor_mapping import MotorMappingConfig
-from ..core.deploy.sitl import (HANDSHAKE, PROBE, PacingStats, SitlConfig, SitlPhysics, classify,
-                                decode_motors)
+from ..core.deploy.sitl import (HANDSHAKE, PROBE, PacingStats, RequestResender, SitlConfig, SitlPhysics,
+                                classify, decode_motors)
 from ..core.sim.params import DEFAULT_PRESET, load_preset
 
 READY_LINE = "Starting stabilizer loop"
@@ -65,6 +65,10 @@ def register(subparsers) -> None:
                         "sensors sent at once stall the firmware's start-up more often)")
     p.add_argument("--relay-period-ms", type=float, default=2.0,
                    help="at most one cflib packet per this period to the firmware (default 2 ms)")
+    p.add_argument("--resend-after-ms", type=float, default=100.0,
+                   help="send a cflib request (tables, parameters, log control) to the firmware again when "
+                        "its answer is this late (default 100 ms): the firmware's receive queue loses packets "
+                        "on a loaded host and cflib's UDP link never resends")
     p.add_argument("--motor-mapping", default="{}",
                    help="YAML of MotorMappingConfig keys (mode, max_thrust_per_motor_n, max_ratio), "
                         "as given to the bridge")
@@ -75,6 +79,10 @@ def register(subparsers) -> None:
     p.add_argument("--attempts", type=int, default=4, help="firmware starts before giving up (default 4)")
     p.add_argument("--ready-timeout-s", type=float, default=12.0,
                    help="time for cf2 to reach 'Starting stabilizer loop' per attempt (default 12)")
+    p.add_argument("--realtime-priority", type=int, default=20,
+                   help="SCHED_FIFO priority of the peer and of the cf2 it starts (default 20, above the "
+                        "flight graph's 10: both are paced by the wall clock; needs root or an rtprio limit, "
+                        "else a warning and normal scheduling; 0: off)")
     p.add_argument("--duration-s", type=float, default=0.0, help="stop after this long (default 0: run until killed)")
     p.add_argument("--stats", default="", help="JSON file for the packet counts (written every second and at exit)")
     p.add_argument("--trace", default="", help="npz file for the true state and PWMs at 100 Hz (written at exit)")
@@ -110,6 +118,8 @@ class Peer:
         self.fw_addr = None
         self.cf_addr = None
         self.down: collections.deque = collections.deque()
+        self.resend: collections.deque = collections.deque()
+        self.resender = RequestResender(timeout_s=self.args.resend_after_ms * 1e-3)
         self.calibrated_at = None
         self.start_s = None
         self.motor_times: list = []
@@ -137,7 +147,7 @@ class Peer:
         elif kind == "ground":
             if self.cf_addr is None:
                 self.counts["up_no_client"] += 1
-            else:
+            elif self.resender.answer(data, now):  # False: the second answer to a request sent twice
                 self.cf.sendto(data, self.cf_addr)
                 self.counts["up_relayed"] += 1
 
@@ -154,9 +164,17 @@ class Peer:
             return
         self.down.append(data)
 
-    def _send_down(self) -> bool:
-        if self.down and self.fw_addr is not None and self.calibrated_at is not None:
-            self.fw.sendto(self.down.popleft(), self.fw_addr)
+    def _send_down(self, now: float) -> bool:
+        if self.fw_addr is None or self.calibrated_at is None:
+            return False
+        self.resend.extend(self.resender.due(now))
+        if self.resend:  # a request whose answer is late goes first
+            self.fw.sendto(self.resend.popleft(), self.fw_addr)
+            return True
+        if self.down:
+            packet = self.down.popleft()
+            self.fw.sendto(packet, self.fw_addr)
+            self.resender.sent(packet, now)
             self.counts["down_relayed"] += 1
             return True
         return False
@@ -205,7 +223,7 @@ class Peer:
                 # one cflib packet down per relay period, never beside a burst of sensor packets:
                 # the firmware's 5-packet receive queue loses whatever overflows it
                 if sent <= 2 and now >= next_relay:
-                    if self._send_down():
+                    if self._send_down(now):
                         next_relay = now + relay_period_s
             if now >= next_stats:
                 next_stats = now + 1.0
@@ -214,7 +232,7 @@ class Peer:
     def summary(self) -> dict:
         out = {"sim_time_s": round(self.physics.time_s, 3), **self.pacing.summary(), **self.counts,
                "max_motor_gap_ms": round(self.max_motor_gap_s * 1e3, 3),
-               "imu_saturated": self.physics.saturated, "relay_queue": len(self.down),
+               "imu_saturated": self.physics.saturated, "relay_queue": len(self.down), **self.resender.summary(),
                "calibrated": self.calibrated_at is not None,
                "position_m": [round(float(v), 4) for v in self.physics.true_state()[:3]]}
         return out
@@ -269,6 +287,16 @@ def run(args) -> int:
     if args.cf2 and not Path(args.cf2).is_file():
         raise FileNotFoundError(f"--cf2 {args.cf2}: no such file (a SITL cf2 binary built from CrazySim's "
                                 f"crazyflie-firmware, sitl_make)")
+    if not 0 <= args.realtime_priority <= 99:
+        raise ValueError(f"--realtime-priority {args.realtime_priority}: expected 0 (off) .. 99")
+    if args.realtime_priority:
+        try:  # before any thread or child: the firmware's threads inherit it
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime_priority))
+            print(f"sitl-peer: real-time priority SCHED_FIFO {args.realtime_priority} (cf2 inherits it)",
+                  file=sys.stderr, flush=True)
+        except (OSError, AttributeError) as e:
+            print(f"sitl-peer: no real-time priority (SCHED_FIFO {args.realtime_priority}: {e}); normal "
+                  f"scheduling, so other load on the machine delays the IMU clock", file=sys.stderr, flush=True)
     peer = Peer(args)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: peer.stop.set())
