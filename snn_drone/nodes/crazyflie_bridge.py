@@ -173,8 +173,8 @@ class CrazyflieBridge(Node):
         cf.param.set_value("commander.enHighLevel", "1")
         self.has_app = "timeoutMs" in cf.param.toc.toc.get("snnmotor", {})
         if self.has_app:
-            cf.param.set_value("snnmotor.timeoutMs", str(int(round(self.command_timeout_s * 1000))))
-            cf.param.set_value("snnmotor.fallback", "1" if self.command_fallback == "land" else "0")
+            self._set_param_confirmed("snnmotor.timeoutMs", int(round(self.command_timeout_s * 1000)))
+            self._set_param_confirmed("snnmotor.fallback", 1 if self.command_fallback == "land" else 0)
             self.get_logger().info(f"snn_motor app: watchdog {self.command_timeout_s * 1000:.0f} ms, "
                                    f"fallback {self.command_fallback}")
             app = LogConfig(name="snn_app", period_in_ms=100)
@@ -201,6 +201,25 @@ class CrazyflieBridge(Node):
             lc.error_cb.add_callback(lambda logconf, msg: self.get_logger().error(f"log block {logconf.name}: {msg}"))
             lc.start()
         self.get_logger().info(f"connected; logging {self.variant} state blocks at 100 Hz")
+
+    def _set_param_confirmed(self, name: str, value: int) -> None:
+        """Write an integer parameter and wait until the firmware echoes it: cflib queues the write
+        behind its fetch of every parameter value, so a flight started at once would still fly the
+        old value (the app's 50 ms watchdog with the motors-off fallback)."""
+        group, _, var = name.partition(".")
+        done = threading.Event()
+
+        def seen(complete_name, v):
+            try:
+                if int(float(v)) == value:
+                    done.set()
+            except (TypeError, ValueError):
+                pass
+        self.cf.param.add_update_callback(group=group, name=var, cb=seen)
+        self.cf.param.set_value(name, str(value))
+        if not done.wait(self.connect_timeout_s):
+            raise ValueError(f"{self.robot.uri}: the firmware did not confirm {name} = {value} within "
+                             f"{self.connect_timeout_s:g} s")
 
     def _on_packet(self, pk) -> None:
         self.last_link = time.monotonic()

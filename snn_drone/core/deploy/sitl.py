@@ -300,7 +300,7 @@ RESENT_REQUESTS: dict[tuple[int, int], int] = {
     (4, 0): 2, (4, 1): 3,              # memory: table, read (id, address)
     (5, 0): 3, (5, 1): 2,              # log: table (command, index), block control (command, block id)
     (13, 1): 1,                        # platform: version requests (command)
-    (15, 1): 1,                        # link service: the firmware's name (cflib asks it on connect)
+    (15, 1): 0,                        # link service: the firmware's name (cflib asks it on connect)
 }
 """(port, channel) of the cflib requests the firmware answers, and how many leading data bytes its
 answer repeats (what identifies the answer). All are reads or idempotent writes, safe to send again."""
