@@ -9,8 +9,8 @@ Three tests, each with its own firmware boot (minutes on a loaded machine) and f
   the firmware's high-level commander;
 - the SNN flown from the ground (guide warm-up, then the actor) as motor packets, stop_policy (the
   stock controller holds), landing;
-- a take-off whose motor stream stops (the jump-start node is paused): the app's watchdog in the
-  firmware trips and lands the drone itself.
+- a take-off whose motor stream stops (the test plays the paused jump-start node: hover commands,
+  then none): the app's watchdog in the firmware trips and lands the drone itself.
 Both are real time: the firmware and the peer run at SCHED_FIFO 20 where permitted (the peer's
 default; SNN_DRONE_SITL_PRIORITY changes it), the flight graph at 10.
 """
@@ -165,21 +165,32 @@ def test_sitl_snn_flies_from_the_ground_and_the_stock_controller_takes_back_and_
 
 
 def test_sitl_motor_stream_stops_and_the_apps_watchdog_in_the_firmware_lands_the_drone(sitl, tmp_path):
-    # the app's watchdog at 0.3 s, landing with the stock controller when it trips
+    """The test plays the jump-start node (paused) for half a second: hover commands for the newest
+    state, which the bridge streams to the app; then none. The app's watchdog (0.3 s, land) trips in
+    the firmware and the stock controller lands the drone."""
+    from snn_drone.core.learning.train_config import load_train_config
+    from snn_drone.core.sim.params import load_preset
+    hover = load_preset(load_train_config(None).preset).hover_action
     procs, probe, states, safety = _launch(
         sitl, tmp_path, "command_timeout_s:=0.3", "command_fallback:=land", "max_command_age_steps:=50",
         "safety_overrides:={max_state_age_s: 1.0, link_timeout_s: 1.0}")
     cf2_log = sitl["cf2_log"]
+    cmd = probe.publisher("/motor_cmd", Float32MultiArray)
     try:
         assert "snn_motor app: watchdog 300 ms, fallback land" in procs.log("launch")
         assert _call(probe, "/takeoff").success
         probe.spin_until(lambda: _z(states) > 0.9, 60, f"the stock take-off to 1 m ({_cf2_tail(sitl)})", procs, "launch")
         probe.spin_for(1.0)
         jumpstart = child_pid(procs.procs["launch"].pid, b"jumpstart_node")
-        assert _call(probe, "/start_policy").success
-        probe.spin_for(0.3)  # a few motor packets: the app flies them (its state ACTIVE)
-        os.kill(jumpstart, signal.SIGSTOP)  # then none: the graph's commands stop
+        os.kill(jumpstart, signal.SIGSTOP)  # the graph's commands stop; the test sends them for 0.5 s
         try:
+            assert _call(probe, "/start_policy").success
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                step = arrays.unpack(arrays.STATE, states[-1], rows=1).header["step"]
+                cmd.publish(arrays.pack(arrays.MOTOR_CMD, np.full((1, 4), hover),
+                                        {"step": step, "guide_steps": 50, "safe": 0}))
+                probe.spin_for(0.01)
             t_stop = time.monotonic()
             probe.spin_until(lambda: "no motor packet for 300 ms, fallback 1" in cf2_log.read_text(errors="replace"),
                              10, f"the app's watchdog trip in the firmware ({_cf2_tail(sitl)})")
@@ -189,7 +200,10 @@ def test_sitl_motor_stream_stops_and_the_apps_watchdog_in_the_firmware_lands_the
             os.kill(jumpstart, signal.SIGCONT)
         assert _call(probe, "/stop_policy").success
         m = procs.wait_log("launch", r"motor stream: (\{.*\})", 10)
-        assert json.loads(m.group(1))["sent"] >= 1, m.group(1)
+        stream = json.loads(m.group(1))
+        print(f"SITL watchdog stream: {stream}")
+        # a landing, not a fall: no trip of the bridge's own (a fall ends below the geofence floor, z < -0.1 m)
+        assert stream["sent"] >= 1 and not safety, (stream, [s.data for s in safety])
     finally:
         probe.close()
         procs.stop_all()

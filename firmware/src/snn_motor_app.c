@@ -3,8 +3,8 @@
  *
  * - appMain (app task) receives packets (appchannelReceiveDataPacket), feeds motor_link, and while
  *   motors are streamed refreshes the commander with a position-hold setpoint at the current state
- *   estimate: the supervisor locks a drone whose setpoints stop, and if the stock controller ever
- *   takes over it holds position instead of dropping.
+ *   estimate (at the high-level commander's priority, so that its planner keeps running): the
+ *   supervisor locks a drone whose setpoints stop.
  * - controllerOutOfTree (stabilizer task, CONFIG_CONTROLLER_OOT) writes the commanded normalised
  *   thrusts with controlModeForce while the link is ACTIVE, all zeros when a trip falls back to OFF,
  *   and otherwise runs the stock PID controller (take-off and landing with the high-level commander
@@ -108,7 +108,10 @@ static void keepAlive(void)
   sp.position.x = logGetFloat(idX);
   sp.position.y = logGetFloat(idY);
   sp.position.z = logGetFloat(idZ);
-  commanderSetSetpoint(&sp, COMMANDER_PRIORITY_CRTP);
+  /* the high-level commander's priority, not CRTP's: a setpoint above it stops the high-level planner,
+   * which then asks for the motors off once the app hands back (seen in the SITL firmware: the drone
+   * fell after stop_policy, and the fallback's landing could not start from a stopped planner) */
+  commanderSetSetpoint(&sp, COMMANDER_PRIORITY_HIGHLEVEL);
 }
 
 void appMain(void)

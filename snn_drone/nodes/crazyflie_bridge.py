@@ -374,6 +374,16 @@ class CrazyflieBridge(Node):
 
     def _stop_policy(self, request, response):
         self._stop_streaming()
+        with self._lock:
+            state = self.state
+        if state is not None and self.flying and self._rest_at is None:
+            # the app's keep-alive setpoints (CRTP priority) stopped the high-level planner: without a new
+            # high-level command nothing sends setpoints after the hand-back and the supervisor locks the
+            # drone 2 s later (seen in the SITL firmware); hold where the drone is
+            w, x, y, z = state[layout.QUAT]
+            yaw = float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+            px, py, pz = (float(v) for v in state[layout.POS])
+            self.cf.high_level_commander.go_to(px, py, pz, yaw, 1.0)
         return self._reply(response, True, "stopped streaming: the stock controller holds position")
 
     def _arm(self, request, response):
