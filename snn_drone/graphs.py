@@ -210,15 +210,22 @@ FLY_REAL_ARGUMENTS = (
     Argument("robot", "", "real: robot name in robots_file (empty: the first enabled robot)"),
     Argument("mocap_topic", "", "real: PoseStamped topic forwarded to the Crazyflie as external pose (empty: off)"),
     Argument("motor_mapping", "{}", "real: YAML mapping of MotorMappingConfig keys, e.g. '{max_ratio: 0.3}'"),
+    Argument("log_variant", "float", "real: state log blocks, float (3 blocks) or compressed (1 block: mm, mrad/s, "
+             "compressed quaternion; a third of the radio traffic)"),
+    Argument("max_command_age_steps", "5", "real: a motor_cmd answering a state more than this many samples old is "
+             "dropped (5: 50 ms at 100 Hz)"),
+    Argument("connect_timeout_s", "20.0", "real: time for cflib to connect and download the tables (s); a "
+             "udp:// URI (simulated firmware) is probed first, for up to 60 s"),
     Argument("auto_takeoff_s", "1.0", "sim: take off this long after the graph listens (-1: wait for the takeoff "
              "service)"),
     Argument("hover_s", "10.0", "sim: land after this many seconds of policy flight (0: until the land service)"),
     Argument("exit_when_landed", "true", "sim: end the launch once the drone landed"),
     Argument("state_timeout_s", "0.5", "jump-start watchdog: no state for this long sends the safe command "
              "(motors off), on which the drone end lands"),
-    Argument("command_timeout_s", "0.05", "sim: no motor_cmd for this long while the policy flies trips the "
-             "simulated firmware watchdog (snnmotor.timeoutMs)"),
-    Argument("command_fallback", "stop", "sim: watchdog trip stops the motors (stop, snnmotor.fallback 0) or lands (land)"),
+    Argument("command_timeout_s", "0.05", "no motor_cmd for this long while the policy flies trips the "
+             "firmware watchdog (real: written to the app's snnmotor.timeoutMs; sim: simulated)"),
+    Argument("command_fallback", "stop", "watchdog trip stops the motors (stop, snnmotor.fallback 0) or lands "
+             "(land: stock controller + landing, snnmotor.fallback 1); real: written to the app"),
     Argument("realtime_priority", "10", "SCHED_FIFO priority (1-99) of the nodes in the control loop (bridge, "
              "safety, actor, guide, jump-start; the simulated drone one below, the recorder 1), so that other work on the machine cannot delay a "
              "100 Hz command; needs root or an rtprio limit, else a warning and normal scheduling (0: off)"),
@@ -276,8 +283,14 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
     else:
         nodes.append(NodeSpec("crazyflie_bridge", "crazyflie_bridge", "", {
             **{k: v for k, v in common.items() if k != "num_drones"}, "robots_file": args["robots_file"],
-            "robot": args["robot"], "safety_config": args["safety_config"], "mocap_topic": args["mocap_topic"],
-            "motor_mapping": args["motor_mapping"], "mode": mode}, required=True, env=rt))
+            "robot": args["robot"], "safety_config": args["safety_config"],
+            "safety_overrides": args["safety_overrides"], "mocap_topic": args["mocap_topic"],
+            "motor_mapping": args["motor_mapping"], "mode": mode,
+            "log_variant": args["log_variant"],
+            "max_command_age_steps": _int("max_command_age_steps", args["max_command_age_steps"], 0),
+            "connect_timeout_s": _float("connect_timeout_s", args["connect_timeout_s"]),
+            "command_timeout_s": _float("command_timeout_s", args["command_timeout_s"]),
+            "command_fallback": args["command_fallback"]}, required=True, env=rt))
     if mode == "ground":
         nodes += _ground_controllers(args, common, rt)
     if record:

@@ -193,3 +193,21 @@ def test_crazyflies_yaml_gives_robot_configs_and_errors_name_the_key():
     two["robots"]["cf3"] = dict(two["robots"]["cf2"])
     with pytest.raises(ValueError, match="share the uri"):
         parse_crazyflies(two)
+
+
+@pytest.mark.parametrize("variant", ["float", "compressed"])
+def test_a_firmware_without_power_management_logs_no_battery_and_a_missing_state_variable_is_named(variant):
+    """CrazySim's SITL firmware has no pm.* variables: the blocks leave the battery out and the state
+    comes without a voltage (the battery check is skipped); a missing state variable is an error."""
+    full = {v for _, vs in log_blocks(variant) for v, _ in vs}
+    battery = {"float": "pm.vbat", "compressed": "pm.vbatMV"}[variant]
+    blocks = log_blocks(variant, has=lambda name: not name.startswith("pm."))
+    assert {v for _, vs in blocks for v, _ in vs} == full - {battery}
+    assert [n for n, _ in blocks] == [n for n, _ in log_blocks(variant)]
+    values = (float_values if variant == "float" else compressed_values)()
+    del values[battery]
+    s, vbat = state_from_log(values, np.zeros(4), variant)
+    assert vbat is None and s[layout.POS][2] == pytest.approx(1.0, abs=5e-4)
+    gone = "gyro.x" if variant == "float" else "stateEstimateZ.quat"
+    with pytest.raises(KeyError, match=gone):
+        log_blocks(variant, has=lambda name: name != gone)

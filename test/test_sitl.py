@@ -1,7 +1,7 @@
 """The SITL physics peer (`snn-drone sitl-peer`, core/deploy/sitl.py): its packet formats, the
 inverse of the motor mapping, its simulated sensors, and the peer process on real UDP sockets
-(always on, seconds). A flight against CrazySim's SITL ``cf2`` (gated by ``CRAZYSIM_CF2``) is not
-written yet (issue 14)."""
+(always on, seconds), with the probe cflib's udp link needs (core/deploy/udp_probe.py). The flight
+against CrazySim's SITL ``cf2`` is test/test_sitl_flight.py (gated by ``CRAZYSIM_CF2``)."""
 import json
 import os
 import socket
@@ -18,6 +18,7 @@ from snn_drone.core.common import layout
 from snn_drone.core.common.config import package_root
 from snn_drone.core.deploy import sitl
 from snn_drone.core.deploy.motor_mapping import MotorMappingConfig, action_to_ratio, ratio_to_action
+from snn_drone.core.deploy.udp_probe import udp_address, wait_for_udp_crazyflie
 from snn_drone.core.sim.params import available_presets, load_preset
 
 ROOT = package_root()
@@ -199,30 +200,35 @@ def test_peer_process_handshakes_streams_sensors_applies_motors_relays_and_answe
         np.testing.assert_allclose(acc, [0, 0, 9.81], atol=0.01)
         pose = _recv_until(fw, lambda d: d[0] == 0x61)
         assert sitl.decode_ext_pose(pose)[0][2] == 0.0
-        # before calibration: a probe gets no answer
-        cf.sendto(b"\xff", ("127.0.0.1", cf_port))
-        with pytest.raises(socket.timeout):
-            cf.recvfrom(64)
+        # before calibration: the probe (the bridge's, before cflib connects) gets no answer
+        uri = f"udp://127.0.0.1:{cf_port}"
+        with pytest.raises(TimeoutError, match=rf"no answer from {uri} to \d+ probes in 0.5 s"):
+            wait_for_udp_crazyflie(uri, timeout_s=0.5, interval_s=0.1)
         fw.sendto(b"\x90\x01", ("127.0.0.1", fw_port))  # gyro bias found
-        for _ in range(100):
-            cf.sendto(b"\xff", ("127.0.0.1", cf_port))
-            try:
-                if cf.recvfrom(64)[0] == b"\xff":
-                    break
-            except socket.timeout:
-                pass
-        else:
-            raise AssertionError("probe not answered after calibration")
-        # relay: cflib -> firmware (paced) and firmware -> cflib
+        assert wait_for_udp_crazyflie(uri, timeout_s=20.0, interval_s=0.1) < 20.0
+        # relay: cflib -> firmware (paced) and firmware -> cflib; setpoints (port 7) are never resent
         for i in range(20):
-            cf.sendto(bytes([0x2c, i]), ("127.0.0.1", cf_port))
+            cf.sendto(bytes([0x7c, i]), ("127.0.0.1", cf_port))
         got = []
         while len(got) < 20:
-            d = _recv_until(fw, lambda d: d[0] == 0x2c)
+            d = _recv_until(fw, lambda d: d[0] == 0x7c)
             got.append(d[1])
         assert got == list(range(20)), "the relay keeps cflib's order and loses nothing"
         fw.sendto(b"\x5c\x07", ("127.0.0.1", fw_port))
         assert _recv_until(cf, lambda d: d[0] == 0x5c) == b"\x5c\x07"
+        # a parameter-table request the firmware "lost" (no answer) comes again; both answered: cflib
+        # gets one answer
+        cf.sendto(b"\x2c\x02\x05\x00", ("127.0.0.1", cf_port))  # table item 5
+        assert _recv_until(fw, lambda d: d[0] == 0x2c) == b"\x2c\x02\x05\x00"
+        assert _recv_until(fw, lambda d: d[0] == 0x2c) == b"\x2c\x02\x05\x00"  # resent after 100 ms
+        for _ in range(2):
+            fw.sendto(b"\x2c\x02\x05\x00\x08ab", ("127.0.0.1", fw_port))
+        cf.sendto(b"\x7c\x63", ("127.0.0.1", cf_port))
+        _recv_until(fw, lambda d: d == b"\x7c\x63")
+        fw.sendto(b"\x5c\x08", ("127.0.0.1", fw_port))  # after both answers: only one came first
+        answers = []
+        _recv_until(cf, lambda d: answers.append(d) or d == b"\x5c\x08")
+        assert answers == [b"\x2c\x02\x05\x00\x08ab", b"\x5c\x08"], answers
         # motors: full PWM lifts the drone off the ground
         for _ in range(300):
             fw.sendto(sitl.encode_motors([60000] * 4), ("127.0.0.1", fw_port))
@@ -233,9 +239,36 @@ def test_peer_process_handshakes_streams_sensors_applies_motors_relays_and_answe
         peer.terminate()
         err = peer.communicate(timeout=30)[1]
     assert peer.returncode == 0, err
+    assert "real-time priority" in err, err  # SCHED_FIFO 20 where permitted, else the warning
     s = json.loads(stats.read_text())
-    assert s["fw_motors"] >= 200 and s["down_relayed"] == 20 and s["up_relayed"] == 1
+    assert s["fw_motors"] >= 200 and s["down_relayed"] == 22 and s["up_relayed"] == 3
+    assert s["requests_resent"] >= 1 and s["duplicate_answers_dropped"] == 1 and s["requests_pending"] == 0
     assert s["probes_answered"] >= 1 and s["probes"] > s["probes_answered"]
     assert s["imu_sent"] + s["imu_dropped"] > 0 and s["calibrated"]
     trace = np.load(tmp_path / "trace.npz")
     assert trace["states"].shape[1] == layout.STATE_DIM and trace["states"][-1, 2] > 0
+
+
+def test_udp_probe_reads_udp_uris_only_and_names_a_closed_port_in_its_timeout():
+    assert udp_address("udp://127.0.0.1:19850") == ("127.0.0.1", 19850)
+    assert udp_address("radio://0/80/2M/E7E7E7E7E7") is None
+    with pytest.raises(ValueError, match="expected udp://HOST:PORT"):
+        udp_address("udp://127.0.0.1")
+    port = _free_udp_port()  # nothing listens there: refused at once, retried until the timeout
+    with pytest.raises(TimeoutError, match=f"udp://127.0.0.1:{port}"):
+        wait_for_udp_crazyflie(f"udp://127.0.0.1:{port}", timeout_s=0.3, interval_s=0.05)
+
+
+def test_request_resender_matches_answers_by_their_leading_bytes_and_gives_up_after_max_resends():
+    r = sitl.RequestResender(timeout_s=0.1, max_resends=2)
+    log_create = b"\x51\x06\x01\x07\x10"  # log block control: create block 1 (answer: command, id, error)
+    r.sent(log_create, 0.0)
+    r.sent(b"\x7c\x00", 0.0)  # a setpoint: no answer expected
+    assert r.due(0.05) == [] and r.due(0.11) == [log_create]
+    assert r.answer(b"\x51\x06\x02\x00", 0.12)  # block 2's answer: not this request's, relayed
+    assert r.answer(b"\x51\x06\x01\x00", 0.13) and not r.answer(b"\x51\x06\x01\x11", 0.14)
+    assert (r.resent, r.duplicates, r.pending) == (1, 1, [])
+    r.sent(b"\xd1\x01", 1.0)  # platform version request, never answered
+    assert [len(r.due(t)) for t in (1.2, 1.4, 1.6)] == [1, 1, 0]
+    assert r.summary() == {"requests_resent": 3, "duplicate_answers_dropped": 1, "requests_given_up": 1,
+                           "requests_pending": 0}

@@ -3,8 +3,8 @@
  *
  * - appMain (app task) receives packets (appchannelReceiveDataPacket), feeds motor_link, and while
  *   motors are streamed refreshes the commander with a position-hold setpoint at the current state
- *   estimate: the supervisor locks a drone whose setpoints stop, and if the stock controller ever
- *   takes over it holds position instead of dropping.
+ *   estimate (at the high-level commander's priority, so that its planner keeps running): the
+ *   supervisor locks a drone whose setpoints stop.
  * - controllerOutOfTree (stabilizer task, CONFIG_CONTROLLER_OOT) writes the commanded normalised
  *   thrusts with controlModeForce while the link is ACTIVE, all zeros when a trip falls back to OFF,
  *   and otherwise runs the stock PID controller (take-off and landing with the high-level commander
@@ -19,12 +19,25 @@
  *
  * Parameters (group snnmotor): timeoutMs, fallback (0 off, 1 stock controller + land), latch,
  * minRatio, maxRatio, landTime [s]. Logs (group snnmotor): state, seq, accepted, errCrc, errSeq,
- * errLen, errVer, trips, m1..m4 (applied ratios).
+ * errLen, errVer, trips, m1..m4 (applied ratios), clipped (SITL only, see below).
  * Parameters (group snnonb): enable, warmup, targetX/Y/Z, minRatio, maxRatio, maxTilt [deg],
  * fenceMinX..fenceMaxZ [m], actFence, actTilt, actLink (0 warn, 1 land, 2 stop), linkMs (0: no link
  * watchdog). Logs (group snnonb): phase (0 off, 1 guide, 2 snn, 3 tripped), trip (1 link, 2 geofence,
  * 3 tilt, 4 non-finite), step, spk0, spk1 (spikes per LIF layer this step), a1..a4 (the flown
  * action), stepUs (the last control step's time), trips, beats.
+ *
+ * The app selects its controller (parameter stabilizer.controller = ControllerTypeOot) at start:
+ * stock firmware built with CONFIG_CONTROLLER_OOT uses it by default already, CrazySim's SITL
+ * firmware (CONFIG_PLATFORM_SITL) defaults to PID.
+ * In the SITL build (CONFIG_PLATFORM_SITL, CrazySim's fork of the firmware) two things differ,
+ * and the app works around them here rather than in that firmware:
+ * - its powerDistributionForce is an empty stub, so controlModeForce would leave the motors where
+ *   they were: the app asks for the same four motor outputs in controlModeLegacy instead (thrust,
+ *   roll, pitch, yaw solved from the four ratios; the SITL build applies no battery compensation, so
+ *   each motor's PWM is ratio * 65535). The legacy mixer's roll and pitch halves are int16, so a
+ *   left-right or front-back difference of more than half full scale is clipped (counted in the log
+ *   snnmotor.clipped);
+ * - its PID reset functions take no state (they reset to zero).
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -80,6 +93,38 @@ static uint8_t logOnbPhase, logOnbTrip;
 static uint16_t logOnbStep, logOnbStepUs;
 static float logOnbAction[SO_NUM_MOTORS];
 
+#ifdef CONFIG_PLATFORM_SITL
+static uint32_t clipped;
+
+static int16_t clipInt16(float v)
+{
+  if (v > 32767.0f) {
+    ++clipped;
+    return 32767;
+  }
+  if (v < -32767.0f) {
+    ++clipped;
+    return -32767;
+  }
+  return (int16_t)v;
+}
+
+/* The legacy mixer's motor outputs m1..m4 (thrust -+ roll/2 +- pitch/2 +- yaw) equal to ratio * 65535. */
+static void legacyFromRatios(control_t *control, const float ratio[ML_NUM_MOTORS])
+{
+  float m[ML_NUM_MOTORS];
+  int i;
+  for (i = 0; i < ML_NUM_MOTORS; ++i) {
+    m[i] = ratio[i] * 65535.0f;
+  }
+  control->controlMode = controlModeLegacy;
+  control->thrust = 0.25f * (m[0] + m[1] + m[2] + m[3]);
+  control->roll = clipInt16(0.5f * (-m[0] - m[1] + m[2] + m[3]));  /* 2 * roll part */
+  control->pitch = clipInt16(0.5f * (m[0] - m[1] - m[2] + m[3]));  /* 2 * pitch part */
+  control->yaw = clipInt16(0.25f * (m[0] - m[1] + m[2] - m[3]));
+}
+#endif
+
 static void keepAlive(void)
 {
   setpoint_t sp;
@@ -91,7 +136,10 @@ static void keepAlive(void)
   sp.position.x = logGetFloat(idX);
   sp.position.y = logGetFloat(idY);
   sp.position.z = logGetFloat(idZ);
-  commanderSetSetpoint(&sp, COMMANDER_PRIORITY_CRTP);
+  /* the high-level commander's priority, not CRTP's: a setpoint above it stops the high-level planner,
+   * which then asks for the motors off once the app hands back (seen in the SITL firmware: the drone
+   * fell after stop_policy, and the fallback's landing could not start from a stopped planner) */
+  commanderSetSetpoint(&sp, COMMANDER_PRIORITY_HIGHLEVEL);
 }
 
 /* The app task's part of the onboard mode: keep-alive setpoints while the protocol flies (as while
@@ -128,7 +176,12 @@ void appMain(void)
   ml_status_t status;
   size_t n;
   int tripped;
+  paramVarId_t idController = paramGetVarId("stabilizer", "controller");
 
+  if (PARAM_VARID_IS_VALID(idController) && paramGetInt(idController) != ControllerTypeOot) {
+    paramSetInt(idController, ControllerTypeOot);
+    DEBUG_PRINT("snn_motor: selected the out-of-tree controller (%d)\n", (int)ControllerTypeOot);
+  }
   idX = logGetVarId("stateEstimate", "x");
   idY = logGetVarId("stateEstimate", "y");
   idZ = logGetVarId("stateEstimate", "z");
@@ -264,16 +317,26 @@ void controllerOutOfTree(control_t *control, const setpoint_t *setpoint, const s
     if (lastOut != ML_OUT_STOCK) {
       /* the integrators went stale while the ground flew the motors: restart them at the state now
        * (the firmware's public resets; controllerPidReset does not exist at 2026.08) */
+#ifdef CONFIG_PLATFORM_SITL
+      positionControllerResetAllPID();
+      positionControllerResetAllfilters();
+      attitudeControllerResetAllPID();
+#else
       positionControllerResetAllPID(state->position.x, state->position.y, state->position.z);
       positionControllerResetAllfilters();
       attitudeControllerResetAllPID(state->attitude.roll, state->attitude.pitch, state->attitude.yaw);
+#endif
     }
     controllerPid(control, setpoint, sensors, state, stabilizerStep);
   } else {
+#ifdef CONFIG_PLATFORM_SITL
+    legacyFromRatios(control, ratio);
+#else
     control->controlMode = controlModeForce;
     for (i = 0; i < ML_NUM_MOTORS; ++i) {
       control->normalizedForces[i] = ratio[i];
     }
+#endif
   }
   for (i = 0; i < ML_NUM_MOTORS; ++i) {
     logRatio[i] = out == ML_OUT_STOCK ? -1.0f : ratio[i];
@@ -339,4 +402,7 @@ LOG_ADD(LOG_FLOAT, m1, &logRatio[0])
 LOG_ADD(LOG_FLOAT, m2, &logRatio[1])
 LOG_ADD(LOG_FLOAT, m3, &logRatio[2])
 LOG_ADD(LOG_FLOAT, m4, &logRatio[3])
+#ifdef CONFIG_PLATFORM_SITL
+LOG_ADD(LOG_UINT32, clipped, &clipped)
+#endif
 LOG_GROUP_STOP(snnmotor)

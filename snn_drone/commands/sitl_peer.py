@@ -5,7 +5,7 @@ The peer listens on HOST:FIRMWARE_PORT for ``cf2 FIRMWARE_PORT HOST`` (a UDP cli
 0xF3) and on HOST:CFLIB_PORT for cflib (``udp://HOST:CFLIB_PORT``). It streams the IMU at 1 kHz
 in real time, the barometer and the true pose as external pose at 100 Hz, applies the firmware's
 motor PWMs to the simulated rotors, and relays all other CRTP traffic between cflib and the
-firmware. Traffic from cflib goes down paced (one packet per IMU period by default) because the
+firmware. Traffic from cflib goes down paced (one packet per 2 ms by default) because the
 firmware's socket receive queue holds 5 packets and loses the rest of a burst (cflib's UDP link
 never resends, so a lost table request stalls the connection). A 0xFF probe (cflib's
 ``scan_interface``) is answered only once the firmware has finished its sensor calibration: a
@@ -35,8 +35,8 @@ import yaml
 
 from ..core.common.config import from_dict
 from ..core.deploy.motor_mapping import MotorMappingConfig
-from ..core.deploy.sitl import (HANDSHAKE, PROBE, PacingStats, SitlConfig, SitlPhysics, classify,
-                                decode_motors)
+from ..core.deploy.sitl import (HANDSHAKE, PROBE, PacingStats, RequestResender, SitlConfig, SitlPhysics,
+                                classify, decode_motors)
 from ..core.sim.params import DEFAULT_PRESET, load_preset
 
 READY_LINE = "Starting stabilizer loop"
@@ -56,12 +56,19 @@ def register(subparsers) -> None:
     p.add_argument("--firmware-port", type=int, default=19950, help="cf2's port argument (default 19950)")
     p.add_argument("--cflib-port", type=int, default=19850, help="cflib's udp:// port (default 19850)")
     p.add_argument("--imu-rate-hz", type=float, default=1000.0, help="accel + gyro rate (default 1000)")
+    p.add_argument("--physics-every", type=int, default=1,
+                   help="IMU periods per dynamics step (default 1: a fresh IMU sample every period; "
+                        "10: the 10 ms training step, each sample held 10 periods, a tenth of the CPU)")
     p.add_argument("--pose-rate-hz", type=float, default=100.0, help="external pose rate (default 100)")
     p.add_argument("--sensor-delay-s", type=float, default=2.0,
                    help="wait after the handshake before the first sensor packet (default 2 s: "
                         "sensors sent at once stall the firmware's start-up more often)")
-    p.add_argument("--relay-period-ms", type=float, default=1.0,
-                   help="at most one cflib packet per this period to the firmware (default 1 ms)")
+    p.add_argument("--relay-period-ms", type=float, default=2.0,
+                   help="at most one cflib packet per this period to the firmware (default 2 ms)")
+    p.add_argument("--resend-after-ms", type=float, default=100.0,
+                   help="send a cflib request (tables, parameters, log control) to the firmware again when "
+                        "its answer is this late (default 100 ms): the firmware's receive queue loses packets "
+                        "on a loaded host and cflib's UDP link never resends")
     p.add_argument("--motor-mapping", default="{}",
                    help="YAML of MotorMappingConfig keys (mode, max_thrust_per_motor_n, max_ratio), "
                         "as given to the bridge")
@@ -72,6 +79,10 @@ def register(subparsers) -> None:
     p.add_argument("--attempts", type=int, default=4, help="firmware starts before giving up (default 4)")
     p.add_argument("--ready-timeout-s", type=float, default=12.0,
                    help="time for cf2 to reach 'Starting stabilizer loop' per attempt (default 12)")
+    p.add_argument("--realtime-priority", type=int, default=20,
+                   help="SCHED_FIFO priority of the peer and of the cf2 it starts (default 20, above the "
+                        "flight graph's 10: both are paced by the wall clock; needs root or an rtprio limit, "
+                        "else a warning and normal scheduling; 0: off)")
     p.add_argument("--duration-s", type=float, default=0.0, help="stop after this long (default 0: run until killed)")
     p.add_argument("--stats", default="", help="JSON file for the packet counts (written every second and at exit)")
     p.add_argument("--trace", default="", help="npz file for the true state and PWMs at 100 Hz (written at exit)")
@@ -83,7 +94,8 @@ class Peer:
         self.args = args
         self.params = load_preset(args.preset)
         self.mapping = from_dict(MotorMappingConfig, yaml.safe_load(args.motor_mapping) or {}, where="motor_mapping")
-        self.cfg = SitlConfig(imu_rate_hz=args.imu_rate_hz, pose_rate_hz=args.pose_rate_hz)
+        self.cfg = SitlConfig(imu_rate_hz=args.imu_rate_hz, pose_rate_hz=args.pose_rate_hz,
+                              physics_every=args.physics_every)
         self.fw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.fw.bind((args.host, args.firmware_port))
         self.cf = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -106,6 +118,8 @@ class Peer:
         self.fw_addr = None
         self.cf_addr = None
         self.down: collections.deque = collections.deque()
+        self.resend: collections.deque = collections.deque()
+        self.resender = RequestResender(timeout_s=self.args.resend_after_ms * 1e-3)
         self.calibrated_at = None
         self.start_s = None
         self.motor_times: list = []
@@ -133,7 +147,7 @@ class Peer:
         elif kind == "ground":
             if self.cf_addr is None:
                 self.counts["up_no_client"] += 1
-            else:
+            elif self.resender.answer(data, now):  # False: the second answer to a request sent twice
                 self.cf.sendto(data, self.cf_addr)
                 self.counts["up_relayed"] += 1
 
@@ -150,16 +164,27 @@ class Peer:
             return
         self.down.append(data)
 
-    def _send_down(self) -> None:
-        if self.down and self.fw_addr is not None and self.calibrated_at is not None:
-            self.fw.sendto(self.down.popleft(), self.fw_addr)
+    def _send_down(self, now: float) -> bool:
+        if self.fw_addr is None or self.calibrated_at is None:
+            return False
+        self.resend.extend(self.resender.due(now))
+        if self.resend:  # a request whose answer is late goes first
+            self.fw.sendto(self.resend.popleft(), self.fw_addr)
+            return True
+        if self.down:
+            packet = self.down.popleft()
+            self.fw.sendto(packet, self.fw_addr)
+            self.resender.sent(packet, now)
             self.counts["down_relayed"] += 1
+            return True
+        return False
 
     # ---- loop ----------------------------------------------------------------------------------
     def run(self, until: float, done: threading.Event | None = None) -> None:
         """Serve until ``until`` (monotonic s), :attr:`stop`, or ``done`` is set."""
         tick = 0
-        relay_every = max(1, int(round(self.args.relay_period_ms * 1e-3 / self.physics.dt_s)))
+        relay_period_s, next_relay = self.args.relay_period_ms * 1e-3, 0.0
+        self.trace_on = bool(self.args.trace)
         trace_every = max(1, int(round(0.01 / self.physics.dt_s)))
         next_stats = time.monotonic() + 1.0
         while not self.stop.is_set() and time.monotonic() < until and not (done and done.is_set()):
@@ -183,6 +208,7 @@ class Peer:
                 if lag > MAX_LAG_S:  # the host cannot keep up: give the time up rather than spiral
                     self.start_s += lag
                     self.counts["time_given_up_ms"] += int(round(lag * 1e3))
+                sent = 0
                 for _ in range(CATCH_UP_TICKS):
                     if self.pacing.due(tick, self.start_s) > now:
                         break
@@ -190,11 +216,15 @@ class Peer:
                     if self.pacing.decide(now - self.pacing.due(tick, self.start_s)):
                         for pk in packets:
                             self.fw.sendto(pk, self.fw_addr)
-                    if tick % relay_every == 0:
-                        self._send_down()
-                    if self.args.trace and tick % trace_every == 0:
+                        sent += len(packets)
+                    if self.trace_on and tick % trace_every == 0:
                         self.trace.append((self.physics.time_s, self.physics.true_state(), self.physics.pwm))
                     tick += 1
+                # one cflib packet down per relay period, never beside a burst of sensor packets:
+                # the firmware's 5-packet receive queue loses whatever overflows it
+                if sent <= 2 and now >= next_relay:
+                    if self._send_down(now):
+                        next_relay = now + relay_period_s
             if now >= next_stats:
                 next_stats = now + 1.0
                 self.write_stats()
@@ -202,7 +232,7 @@ class Peer:
     def summary(self) -> dict:
         out = {"sim_time_s": round(self.physics.time_s, 3), **self.pacing.summary(), **self.counts,
                "max_motor_gap_ms": round(self.max_motor_gap_s * 1e3, 3),
-               "imu_saturated": self.physics.saturated, "relay_queue": len(self.down),
+               "imu_saturated": self.physics.saturated, "relay_queue": len(self.down), **self.resender.summary(),
                "calibrated": self.calibrated_at is not None,
                "position_m": [round(float(v), 4) for v in self.physics.true_state()[:3]]}
         return out
@@ -257,6 +287,16 @@ def run(args) -> int:
     if args.cf2 and not Path(args.cf2).is_file():
         raise FileNotFoundError(f"--cf2 {args.cf2}: no such file (a SITL cf2 binary built from CrazySim's "
                                 f"crazyflie-firmware, sitl_make)")
+    if not 0 <= args.realtime_priority <= 99:
+        raise ValueError(f"--realtime-priority {args.realtime_priority}: expected 0 (off) .. 99")
+    if args.realtime_priority:
+        try:  # before any thread or child: the firmware's threads inherit it
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime_priority))
+            print(f"sitl-peer: real-time priority SCHED_FIFO {args.realtime_priority} (cf2 inherits it)",
+                  file=sys.stderr, flush=True)
+        except (OSError, AttributeError) as e:
+            print(f"sitl-peer: no real-time priority (SCHED_FIFO {args.realtime_priority}: {e}); normal "
+                  f"scheduling, so other load on the machine delays the IMU clock", file=sys.stderr, flush=True)
     peer = Peer(args)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: peer.stop.set())

@@ -25,8 +25,12 @@ sends a heartbeat on the app channel for the drone's link watchdog; motor_cmd is
 ``onboard/status`` (Float32MultiArray, arrays.ONBOARD) and fills the state rows'
 ``episode_step`` and last action; a trip the drone reports is logged and published on ``safety/status``.
 
-Robots come from a crazyswarm2 crazyflies.yaml (``robots_file``, ``robot``). Not run against a
-Crazyflie here (none attached): built to cflib 0.1.34's documented interfaces.
+Robots come from a crazyswarm2 crazyflies.yaml (``robots_file``, ``robot``). A ``udp://HOST:PORT``
+URI is a simulated Crazyflie (CrazySim's SITL firmware with ``snn-drone sitl-peer``): the bridge
+probes it until it answers (core/deploy/udp_probe.py; cflib's UDP link never resends, so a connect
+before the firmware is up hangs), and leaves out the log variables that firmware lacks (``pm.vbat``:
+no battery check). Flown against that firmware by test/test_sitl_flight.py; not run against a
+Crazyflie here (none attached).
 """
 from __future__ import annotations
 
@@ -51,6 +55,8 @@ from snn_drone.core.deploy.motor_packet import MotorPacketStream, heartbeat_pack
 from snn_drone.core.sim.params import load_preset
 from snn_drone.core.deploy.robot_config import load_crazyflies
 from snn_drone.core.deploy.safety import SafetySupervisor, load_safety_config
+from snn_drone.core.deploy.stream_stats import StreamStats
+from snn_drone.core.deploy.udp_probe import udp_address, wait_for_udp_crazyflie
 
 from . import arrays
 from .node_runtime import LIVE_QOS, declare, declare_train_config, report_trips, run_node
@@ -77,6 +83,24 @@ class CrazyflieBridge(Node):
         self.variant = declare(self, "log_variant", "float", "log blocks: 'float' (3 blocks, 14 floats) or "
                                "'compressed' (1 block: mm, mrad/s, compressed quaternion)")
         safety_file = declare(self, "safety_config", "", "safety YAML (empty: config/safety.yaml)")
+        safety_over = declare(self, "safety_overrides", "", "YAML mapping of SafetyConfig keys over the file")
+        self.probe_timeout_s = declare(self, "probe_timeout_s", 60.0, "udp:// URIs: probe this long for the "
+                                       "simulator's answer before connecting (s)")
+        self.connect_timeout_s = declare(self, "connect_timeout_s", 20.0, "time for cflib to connect and "
+                                         "download the parameter and log tables (s)")
+        self.command_timeout_s = declare(self, "command_timeout_s", 0.05, "the app's watchdog: no motor "
+                                         "packet for this long while streaming trips it (snnmotor.timeoutMs)")
+        self.command_fallback = declare(self, "command_fallback", "stop", "the app's watchdog trip: stop "
+                                        "(motors off, snnmotor.fallback 0) or land (stock controller + landing, 1)")
+        if self.command_fallback not in ("stop", "land"):
+            raise ValueError(f"command_fallback = {self.command_fallback!r}, expected stop or land")
+        if not 0.001 <= self.command_timeout_s <= 65.535:
+            raise ValueError(f"command_timeout_s = {self.command_timeout_s}, expected 0.001 .. 65.535 s")
+        self.max_command_age_steps = declare(self, "max_command_age_steps", STALE_COMMAND_STEPS, "a motor_cmd "
+                                             "answering a state more samples old than this is dropped")
+        self.has_app = False
+        self.stats = StreamStats()
+        self.app_counters: dict = {}
         mapping = declare(self, "motor_mapping", "{}", "YAML mapping of MotorMappingConfig keys "
                           "(mode, max_thrust_per_motor_n, max_ratio)")
         self.takeoff_height_m = declare(self, "takeoff_height_m", 1.0, "take-off height, world z (m)")
@@ -96,7 +120,10 @@ class CrazyflieBridge(Node):
             raise ValueError(f"robot {robot!r} is not an enabled robot of {robots_file or 'crazyflies.yaml'} "
                              f"(robots: {[r.name for r in robots]})")
         self.robot = chosen[0]
-        self.safety = SafetySupervisor(load_safety_config(safety_file or None))
+        over = yaml.safe_load(safety_over) if safety_over.strip() else {}
+        if not isinstance(over, dict):
+            raise ValueError(f"safety_overrides = {safety_over!r}, expected a YAML mapping of SafetyConfig keys")
+        self.safety = SafetySupervisor(load_safety_config(safety_file or None, over))
         self.rotor = RotorSpeedEstimate(self.params)
         self.assembler = LogAssembler(self.variant)
         self.stream = MotorPacketStream()
@@ -149,12 +176,40 @@ class CrazyflieBridge(Node):
         cf.connection_failed.add_callback(lambda uri, msg: (failure.append(msg), connected.set()))
         cf.connection_lost.add_callback(lambda uri, msg: self.get_logger().error(f"link to {uri} lost: {msg}"))
         cf.packet_received.add_callback(self._on_packet)
+        if udp_address(self.robot.uri) is not None:
+            waited = wait_for_udp_crazyflie(self.robot.uri, self.probe_timeout_s)
+            self.get_logger().info(f"{self.robot.uri} answered the probe after {waited:.1f} s")
         self.get_logger().info(f"connecting to {self.robot.name} at {self.robot.uri}")
+        t0 = time.monotonic()
         cf.open_link(self.robot.uri)
-        if not connected.wait(20.0) or failure:
-            raise ValueError(f"cannot connect to {self.robot.uri}: {failure[0] if failure else 'timeout after 20 s'}")
+        if not connected.wait(self.connect_timeout_s) or failure:
+            cf.close_link()
+            raise ValueError(f"cannot connect to {self.robot.uri}: "
+                             f"{failure[0] if failure else f'timeout after {self.connect_timeout_s:g} s'}")
+        self.get_logger().info(f"connected in {time.monotonic() - t0:.1f} s")
         cf.param.set_value("commander.enHighLevel", "1")
-        for block, variables in log_blocks(self.variant):
+        self.has_app = "timeoutMs" in cf.param.toc.toc.get("snnmotor", {})
+        if self.has_app:
+            self._set_param_confirmed("snnmotor.timeoutMs", int(round(self.command_timeout_s * 1000)))
+            self._set_param_confirmed("snnmotor.fallback", 1 if self.command_fallback == "land" else 0)
+            self.get_logger().info(f"snn_motor app: watchdog {self.command_timeout_s * 1000:.0f} ms, "
+                                   f"fallback {self.command_fallback}")
+            app = LogConfig(name="snn_app", period_in_ms=100)
+            for var in ("snnmotor.accepted", "snnmotor.errSeq", "snnmotor.trips", "snnmotor.state"):
+                app.add_variable(var)
+            cf.log.add_config(app)
+            app.data_received_cb.add_callback(lambda ts, data, lc: self.app_counters.update(data))
+            app.start()
+        else:
+            self.get_logger().warning("the firmware has no snn_motor app (parameter group snnmotor): "
+                                      "start_policy is refused (firmware/README.md builds it)")
+        toc = cf.log.toc.toc  # {group: {name: element}}
+        blocks = log_blocks(self.variant, has=lambda name: name.partition(".")[2] in toc.get(name.partition(".")[0], {}))
+        left_out = sorted({v for _, vs in log_blocks(self.variant) for v, _ in vs} - {v for _, vs in blocks for v, _ in vs})
+        if left_out:
+            self.get_logger().warning(f"the firmware has no log variable {', '.join(left_out)}: left out "
+                                      "(no battery voltage: the battery check is off)")
+        for block, variables in blocks:
             lc = LogConfig(name=block, period_in_ms=10)
             for var, fetch in variables:
                 lc.add_variable(var, fetch)
@@ -175,6 +230,25 @@ class CrazyflieBridge(Node):
         self.get_logger().info(f"connected; logging {self.variant} state blocks at 100 Hz"
                                + (" and the onboard block" if self.mode == "onboard" else ""))
 
+    def _set_param_confirmed(self, name: str, value: int) -> None:
+        """Write an integer parameter and wait until the firmware echoes it: cflib queues the write
+        behind its fetch of every parameter value, so a flight started at once would still fly the
+        old value (the app's 50 ms watchdog with the motors-off fallback)."""
+        group, _, var = name.partition(".")
+        done = threading.Event()
+
+        def seen(complete_name, v):
+            try:
+                if int(float(v)) == value:
+                    done.set()
+            except (TypeError, ValueError):
+                pass
+        self.cf.param.add_update_callback(group=group, name=var, cb=seen)
+        self.cf.param.set_value(name, str(value))
+        if not done.wait(self.connect_timeout_s):
+            raise ValueError(f"{self.robot.uri}: the firmware did not confirm {name} = {value} within "
+                             f"{self.connect_timeout_s:g} s")
+
     def _on_packet(self, pk) -> None:
         self.last_link = time.monotonic()
 
@@ -193,6 +267,7 @@ class CrazyflieBridge(Node):
             self.step += 1
             row = np.concatenate([state, [self.episode_step], self.last_action])[None]
             stamp = self.step
+            self.stats.state(stamp % arrays.STEP_MODULUS, now)
             if self.streaming:
                 self.episode_step += 1
         self.pub_state.publish(arrays.pack(arrays.STATE, row, {"step": stamp}))
@@ -268,13 +343,15 @@ class CrazyflieBridge(Node):
             if not self.streaming:
                 return
             step = head["step"]
-            if step is not None and (self.step - int(step)) % arrays.STEP_MODULUS > STALE_COMMAND_STEPS:
+            if step is not None and (self.step - int(step)) % arrays.STEP_MODULUS > self.max_command_age_steps:
+                self.stats.stale += 1
                 return
             action = np.clip(rows[0].astype(np.float64), -1.0, 1.0)
             packet = self.stream.packet(action_to_ratio(action, self.params, self.mapping))
             self.last_action = action
             self.rotor.update(action)
         self.cf.appchannel.send_packet(packet)
+        self.stats.sent_for(None if step is None else int(step), time.monotonic())
 
     def _stop_streaming(self) -> None:
         with self._lock:
@@ -284,6 +361,13 @@ class CrazyflieBridge(Node):
             self.cf.param.set_value(onboard_link.ENABLE_PARAM, "0")  # also after a trip: re-arms the next start
         elif was:
             self.cf.appchannel.send_packet(self.stream.stop())
+            # the app's counters come back with the next 10 Hz log packets
+            threading.Timer(0.5, self._report_stream).start()
+
+    def _report_stream(self) -> None:
+        c = self.app_counters
+        summary = self.stats.summary(c.get("snnmotor.accepted"), c.get("snnmotor.errSeq"))
+        self.get_logger().info("motor stream: " + json.dumps(summary))
 
     # ---- safety -----------------------------------------------------------------------------
     def _check_safety(self) -> None:
@@ -342,9 +426,12 @@ class CrazyflieBridge(Node):
 
     def _start_policy(self, request, response):
         with self._lock:
+            if not self.has_app:
+                return self._reply(response, False, "the firmware has no snn_motor app: cannot stream motors")
             if self.state is None:
                 return self._reply(response, False, "no state yet: cannot hand the motors to the policy")
             self.stream.restart()
+            self.stats.reset(self.app_counters.get("snnmotor.accepted"), self.app_counters.get("snnmotor.errSeq"))
             self.episode_step = 0
             self.streaming = True
         if self.mode == "onboard":
@@ -355,6 +442,16 @@ class CrazyflieBridge(Node):
 
     def _stop_policy(self, request, response):
         self._stop_streaming()
+        with self._lock:
+            state = self.state
+        if state is not None and self.flying and self._rest_at is None:
+            # the app's keep-alive setpoints (CRTP priority) stopped the high-level planner: without a new
+            # high-level command nothing sends setpoints after the hand-back and the supervisor locks the
+            # drone 2 s later (seen in the SITL firmware); hold where the drone is
+            w, x, y, z = state[layout.QUAT]
+            yaw = float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+            px, py, pz = (float(v) for v in state[layout.POS])
+            self.cf.high_level_commander.go_to(px, py, pz, yaw, 1.0)
         return self._reply(response, True, "stopped streaming: the stock controller holds position")
 
     def _arm(self, request, response):

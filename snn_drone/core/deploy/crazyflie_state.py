@@ -52,15 +52,28 @@ COMPRESSED_LOG_BLOCK: tuple[str, tuple[tuple[str, str], ...]] = (
                    ("pm.vbatMV", "uint16_t")))
 _SIZES = {"float": 4, "int16_t": 2, "uint16_t": 2, "uint32_t": 4}
 LOG_PAYLOAD_MAX_BYTES = 26
+OPTIONAL_LOG_VARIABLES = ("pm.vbat", "pm.vbatMV")
+"""Left out of the blocks where the firmware has no such variable (CrazySim's SITL build has no power
+management): the state then has no battery voltage and the battery check is skipped."""
 
 
-def log_blocks(variant: Variant = "float") -> list[tuple[str, list[tuple[str, str]]]]:
-    """[(block name, [(variable, cflib fetch type), ...]), ...] to add as cflib LogConfigs."""
+def log_blocks(variant: Variant = "float", has=None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """[(block name, [(variable, cflib fetch type), ...]), ...] to add as cflib LogConfigs.
+
+    ``has(name) -> bool`` (the firmware's log table, when known): optional variables it lacks are
+    left out; a lacking required variable raises KeyError naming all that are missing."""
     if variant == "float":
-        return [(name, [(v, t) for v in names]) for name, names, t in FLOAT_LOG_BLOCKS]
-    if variant == "compressed":
-        return [(COMPRESSED_LOG_BLOCK[0], list(COMPRESSED_LOG_BLOCK[1]))]
-    raise ValueError(f"log variant {variant!r}, expected 'float' or 'compressed'")
+        blocks = [(name, [(v, t) for v in names]) for name, names, t in FLOAT_LOG_BLOCKS]
+    elif variant == "compressed":
+        blocks = [(COMPRESSED_LOG_BLOCK[0], list(COMPRESSED_LOG_BLOCK[1]))]
+    else:
+        raise ValueError(f"log variant {variant!r}, expected 'float' or 'compressed'")
+    if has is None:
+        return blocks
+    missing = [v for _, variables in blocks for v, _ in variables if not has(v) and v not in OPTIONAL_LOG_VARIABLES]
+    if missing:
+        raise KeyError(f"the firmware's log table lacks {missing} (log variant {variant!r})")
+    return [(name, [(v, t) for v, t in variables if has(v)]) for name, variables in blocks]
 
 
 def block_bytes(variables: list[tuple[str, str]]) -> int:
@@ -127,8 +140,9 @@ class PlausibleRanges:
 
 
 def state_from_log(values: Mapping[str, float], rotor_speed, variant: Variant = "float",
-                   ranges: PlausibleRanges = PlausibleRanges()) -> tuple[np.ndarray, float]:
-    """One drone's log values -> (state [17] float64 in layout.STATE_FIELDS order, battery [V]).
+                   ranges: PlausibleRanges = PlausibleRanges()) -> tuple[np.ndarray, float | None]:
+    """One drone's log values -> (state [17] float64 in layout.STATE_FIELDS order, battery [V], None
+    where the values have no battery voltage: see OPTIONAL_LOG_VARIABLES).
 
     ``rotor_speed`` [4] fills the rotor-speed field (see :class:`RotorSpeedEstimate`). Missing
     variables raise KeyError naming them; non-finite or implausible values raise ValueError naming
@@ -140,7 +154,7 @@ def state_from_log(values: Mapping[str, float], rotor_speed, variant: Variant = 
         need = [v for v, _ in COMPRESSED_LOG_BLOCK[1]]
     else:
         raise ValueError(f"log variant {variant!r}, expected 'float' or 'compressed'")
-    missing = [v for v in need if v not in values]
+    missing = [v for v in need if v not in values and v not in OPTIONAL_LOG_VARIABLES]
     if missing:
         raise KeyError(f"log values lack {missing} (variant {variant!r} needs {need})")
     g = lambda k: float(values[k])  # noqa: E731
@@ -149,7 +163,7 @@ def state_from_log(values: Mapping[str, float], rotor_speed, variant: Variant = 
         vel = [g("stateEstimate.vx"), g("stateEstimate.vy"), g("stateEstimate.vz")]
         quat = [g("stateEstimate.qw"), g("stateEstimate.qx"), g("stateEstimate.qy"), g("stateEstimate.qz")]
         rate = [math.radians(g("gyro.x")), math.radians(g("gyro.y")), math.radians(g("gyro.z"))]
-        vbat = g("pm.vbat")
+        vbat = g("pm.vbat") if "pm.vbat" in values else None
     else:
         pos = [g(f"stateEstimateZ.{a}") / 1000.0 for a in "xyz"]
         vel = [g(f"stateEstimateZ.v{a}") / 1000.0 for a in "xyz"]
@@ -157,7 +171,7 @@ def state_from_log(values: Mapping[str, float], rotor_speed, variant: Variant = 
         quat = [qw, qx, qy, qz]
         rate = [g("stateEstimateZ.rateRoll") / 1000.0, -g("stateEstimateZ.ratePitch") / 1000.0,
                 g("stateEstimateZ.rateYaw") / 1000.0]
-        vbat = g("pm.vbatMV") / 1000.0
+        vbat = g("pm.vbatMV") / 1000.0 if "pm.vbatMV" in values else None
     state = np.zeros(layout.STATE_DIM)
     state[layout.POS] = pos
     state[layout.QUAT] = quat

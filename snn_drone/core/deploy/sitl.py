@@ -43,9 +43,9 @@ from ..env.task import rotation_matrix
 from ..sim.dynamics import QuadrotorDynamics
 from ..sim.params import QuadrotorParams
 from .motor_mapping import MotorMappingConfig, ratio_to_action
+from .udp_probe import PROBE  # noqa: F401  (cflib's null packet; the peer answers it once the firmware is ready)
 
 HANDSHAKE = b"\xf3"
-PROBE = b"\xff"  # cflib's udp scan_interface sends this null packet and waits for any answer
 PORT_SIM = 9
 PORT_LOCALIZATION = 6
 LOCALIZATION_GENERIC = 1
@@ -291,3 +291,86 @@ class PacingStats:
         return {"imu_sent": self.sent, "imu_late": self.late, "imu_dropped": self.dropped,
                 "late_after_ms": self.late_after_s * 1e3, "drop_after_ms": self.drop_after_s * 1e3,
                 "max_lag_ms": round(self.max_lag_s * 1e3, 3)}
+
+
+# ---- resending cflib's lost requests ---------------------------------------------------------------
+RESENT_REQUESTS: dict[tuple[int, int], int] = {
+    (2, 0): 3, (2, 1): 2, (2, 2): 3,  # parameters: table (command, index), read (id), write (id, value)
+    (2, 3): 3,                         # parameters, misc: extended type, default value (command, id)
+    (4, 0): 2, (4, 1): 3,              # memory: table, read (id, address)
+    (5, 0): 3, (5, 1): 2,              # log: table (command, index), block control (command, block id)
+    (13, 1): 1,                        # platform: version requests (command)
+    (15, 1): 0,                        # link service: the firmware's name (cflib asks it on connect)
+}
+"""(port, channel) of the cflib requests the firmware answers, and how many leading data bytes its
+answer repeats (what identifies the answer). All are reads or idempotent writes, safe to send again."""
+
+
+class RequestResender:
+    """cflib's UDP link never resends, and the SITL firmware's 5-packet receive queue loses packets
+    when its receive task runs late (a loaded host): one lost table request stalls cflib's connect for
+    good. The peer keeps each request of RESENT_REQUESTS it relayed until the firmware's answer comes
+    back, sends it again after ``timeout_s`` (at most ``max_resends`` times), and drops the second
+    answer when both the request and its resend were answered. Other traffic (setpoints, motor
+    packets, external pose) has no answer and is never resent."""
+
+    def __init__(self, timeout_s: float = 0.1, max_resends: int = 20, duplicate_window_s: float = 1.0):
+        self.timeout_s, self.max_resends, self.duplicate_window_s = timeout_s, max_resends, duplicate_window_s
+        self.pending: list[list] = []  # [packet, last sent, resends]
+        self._answered: list[tuple[bytes, float]] = []  # (packet, until) of resent requests answered
+        self.resent = 0
+        self.duplicates = 0
+        self.given_up = 0
+
+    @staticmethod
+    def _key(packet: bytes) -> tuple[int, int] | None:
+        if not packet:
+            return None
+        return header_port(packet[0]), packet[0] & 0x03
+
+    @classmethod
+    def _answers(cls, request: bytes, answer: bytes) -> bool:
+        key = cls._key(request)
+        n = min(RESENT_REQUESTS[key], len(request) - 1)
+        return cls._key(answer) == key and answer[1:1 + n] == request[1:1 + n]
+
+    def sent(self, packet: bytes, now_s: float) -> None:
+        """A cflib packet went to the firmware (first time)."""
+        if self._key(packet) in RESENT_REQUESTS:
+            self.pending.append([packet, now_s, 0])
+
+    def answer(self, packet: bytes, now_s: float) -> bool:
+        """A packet from the firmware for cflib: True to relay it, False for a duplicate answer."""
+        self._answered = [(p, t) for p, t in self._answered if t > now_s]
+        for i, (req, _, resends) in enumerate(self.pending):
+            if self._answers(req, packet):
+                del self.pending[i]
+                if resends:
+                    self._answered.append((req, now_s + self.duplicate_window_s))
+                return True
+        for i, (req, _) in enumerate(self._answered):
+            if self._answers(req, packet):
+                del self._answered[i]
+                self.duplicates += 1
+                return False
+        return True
+
+    def due(self, now_s: float) -> list[bytes]:
+        """Requests to send again now (their answer is ``timeout_s`` late)."""
+        out, keep = [], []
+        for entry in self.pending:
+            if now_s - entry[1] < self.timeout_s:
+                keep.append(entry)
+            elif entry[2] >= self.max_resends:
+                self.given_up += 1
+            else:
+                entry[1], entry[2] = now_s, entry[2] + 1
+                self.resent += 1
+                out.append(entry[0])
+                keep.append(entry)
+        self.pending = keep
+        return out
+
+    def summary(self) -> dict:
+        return {"requests_resent": self.resent, "duplicate_answers_dropped": self.duplicates,
+                "requests_given_up": self.given_up, "requests_pending": len(self.pending)}
