@@ -44,8 +44,9 @@ class _Recorder:
 @pytest.fixture
 def bridge(monkeypatch):
     calls = []
-    monkeypatch.setattr(crazyflie_bridge.CrazyflieBridge, "_connect",
-                        lambda self: setattr(self, "cf", _Recorder(calls)))
+    def connect(self):  # the recorder in place of cflib, and a firmware that has the app (snnmotor group)
+        self.cf, self.has_app = _Recorder(calls), True
+    monkeypatch.setattr(crazyflie_bridge.CrazyflieBridge, "_connect", connect)
     os.environ.update(localhost_defaults())
     rclpy.init(domain_id=fresh_domain_id(), args=["--ros-args", "-p", "mode:=onboard"])
     node = crazyflie_bridge.CrazyflieBridge()

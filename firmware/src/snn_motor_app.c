@@ -43,6 +43,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifndef CONFIG_PLATFORM_SITL
+#include "autoconf.h"  /* CONFIG_CONTROLLER_OOT, under which controller.h declares ControllerTypeOot */
+#endif          /* (the SITL build defines its CONFIG_ values on the command line) */
 #include "app.h"
 #include "app_channel.h"
 #include "commander.h"
