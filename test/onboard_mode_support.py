@@ -260,17 +260,8 @@ def build_m4(export_dir: Path, name: str = "mode_m4.elf") -> Path:
 
 def run_m4(elf: Path, fw, flags, time_us, cfg: ModeConfig | None, timeout_s: float = 300.0):
     """On qemu-system-arm -M mps2-an386 -icount shift=0: (instructions per SysTick tick, records)."""
-    work = elf.parent
-    write_input(work / "onboard_in.bin", fw, flags, time_us, cfg)
-    out = work / "onboard_out.bin"
-    out.unlink(missing_ok=True)
-    r = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
-                        "-serial", "none", "-semihosting-config", "enable=on,target=native",
-                        "-icount", "shift=0", "-kernel", str(elf)],
-                       cwd=work, capture_output=True, text=True, timeout=timeout_s)
-    if r.returncode != 0:
-        raise RuntimeError(f"qemu exited {r.returncode}: {r.stdout[-500:]} {r.stderr[-500:]}")
-    _, ticks, instructions, rec = read_output(out, *flags.shape)
+    write_input(elf.parent / "onboard_in.bin", fw, flags, time_us, cfg)
+    _, ticks, instructions, rec = read_output(onboard.run_qemu(elf, timeout_s), *flags.shape)
     return instructions / ticks, rec
 
 

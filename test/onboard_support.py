@@ -144,8 +144,15 @@ def build_m4(export_dir: Path, extra_flags=(), name: str = "onboard_m4.elf") -> 
 def run_m4(elf: Path, flight: Flight, neurons: int, timeout_s: float = 300.0):
     """Run the harness on qemu-system-arm -M mps2-an386 with -icount shift=0 (1 ns of virtual
     time per instruction): (instructions per SysTick tick, records [T, B])."""
+    write_input(elf.parent / "onboard_in.bin", flight)
+    ticks, instructions, rec = read_output(run_qemu(elf, timeout_s), *flight.reset.shape, neurons)
+    return instructions / ticks, rec
+
+
+def run_qemu(elf: Path, timeout_s: float = 300.0) -> Path:
+    """Run a semihosting harness on qemu-system-arm -M mps2-an386 -icount shift=0 in its folder,
+    which holds its input onboard_in.bin; returns the onboard_out.bin it wrote."""
     work = elf.parent
-    write_input(work / "onboard_in.bin", flight)
     out = work / "onboard_out.bin"
     out.unlink(missing_ok=True)
     r = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
@@ -154,8 +161,7 @@ def run_m4(elf: Path, flight: Flight, neurons: int, timeout_s: float = 300.0):
                        cwd=work, capture_output=True, text=True, timeout=timeout_s)
     if r.returncode != 0:
         raise RuntimeError(f"qemu exited {r.returncode}: {r.stdout[-500:]} {r.stderr[-500:]}")
-    ticks, instructions, rec = read_output(out, *flight.reset.shape, neurons)
-    return instructions / ticks, rec
+    return out
 
 
 def section_sizes(elf: Path, objects: dict[str, Path] | None = None) -> dict[str, int]:

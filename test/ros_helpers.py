@@ -198,3 +198,23 @@ class Probe:
     def close(self) -> None:
         self.node.destroy_node()
         self.ctx.try_shutdown()
+
+
+class CflibRecorder:
+    """Stands in for cflib's Crazyflie in the bridge tests (the radio is absent): every attribute is
+    a callable that appends its dotted name to ``calls``, with its arguments as (name, args) when
+    ``with_args``. No ``supervisor`` (an older firmware: loc.send_emergency_stop); the protocol
+    version is 10."""
+
+    def __init__(self, calls, prefix="", with_args=True):
+        self._calls, self._prefix, self._with_args = calls, prefix, with_args
+
+    def __getattr__(self, name):
+        if name == "supervisor":
+            raise AttributeError(name)
+        return CflibRecorder(self._calls, f"{self._prefix}{name}.", self._with_args)
+
+    def __call__(self, *args):
+        name = self._prefix.rstrip(".")
+        self._calls.append((name, args) if self._with_args else name)
+        return 10 if name.endswith("get_protocol_version") else None

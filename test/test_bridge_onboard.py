@@ -22,30 +22,14 @@ from snn_drone.core.deploy.motor_packet import HEARTBEAT_MAGIC, heartbeat_packet
 from snn_drone.nodes import arrays, crazyflie_bridge  # noqa: E402
 from snn_drone.nodes.dds import localhost_defaults  # noqa: E402
 
-from ros_helpers import fresh_domain_id  # noqa: E402
-
-
-class _Recorder:
-    """Stands in for cflib's Crazyflie: every attribute is a callable that records (name, args)."""
-
-    def __init__(self, calls, prefix=""):
-        self._calls, self._prefix = calls, prefix
-
-    def __getattr__(self, name):
-        if name == "supervisor":
-            raise AttributeError(name)
-        return _Recorder(self._calls, f"{self._prefix}{name}.")
-
-    def __call__(self, *args):
-        self._calls.append((self._prefix.rstrip("."), args))
-        return 10 if self._prefix.endswith("get_protocol_version.") else None
+from ros_helpers import CflibRecorder, fresh_domain_id  # noqa: E402
 
 
 @pytest.fixture
 def bridge(monkeypatch):
     calls = []
     def connect(self):  # the recorder in place of cflib, and a firmware that has the app (snnmotor group)
-        self.cf, self.has_app = _Recorder(calls), True
+        self.cf, self.has_app = CflibRecorder(calls), True
     monkeypatch.setattr(crazyflie_bridge.CrazyflieBridge, "_connect", connect)
     os.environ.update(localhost_defaults())
     rclpy.init(domain_id=fresh_domain_id(), args=["--ros-args", "-p", "mode:=onboard"])

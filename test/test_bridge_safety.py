@@ -16,23 +16,7 @@ from snn_drone.core.common import layout  # noqa: E402
 from snn_drone.nodes import crazyflie_bridge  # noqa: E402
 from snn_drone.nodes.dds import localhost_defaults  # noqa: E402
 
-from ros_helpers import fresh_domain_id  # noqa: E402
-
-
-class _Recorder:
-    """Stands in for cflib's Crazyflie: every attribute is a callable that records its call."""
-
-    def __init__(self, calls, prefix=""):
-        self._calls, self._prefix = calls, prefix
-
-    def __getattr__(self, name):
-        if name == "supervisor":
-            raise AttributeError(name)  # an older firmware: loc.send_emergency_stop
-        return _Recorder(self._calls, f"{self._prefix}{name}.")
-
-    def __call__(self, *args):
-        self._calls.append(self._prefix.rstrip("."))
-        return 10 if self._prefix.endswith("get_protocol_version.") else None
+from ros_helpers import CflibRecorder, fresh_domain_id  # noqa: E402
 
 
 class _SlowSet(set):
@@ -49,7 +33,7 @@ class _SlowSet(set):
 def bridge(monkeypatch):
     calls = []
     monkeypatch.setattr(crazyflie_bridge.CrazyflieBridge, "_connect",
-                        lambda self: setattr(self, "cf", _Recorder(calls)))
+                        lambda self: setattr(self, "cf", CflibRecorder(calls, with_args=False)))
     os.environ.update(localhost_defaults())
     rclpy.init(domain_id=fresh_domain_id())
     node = crazyflie_bridge.CrazyflieBridge()
