@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from snn_drone.core.env import randomisation, task
+from snn_drone.core.common.layout import ANGVEL, POS, QUAT, ROTOR, VEL
 from snn_drone.core.env.batched_env import BatchedHoverEnv
+from snn_drone.core.sim.params import load_preset
 
 REFERENCE = Path(__file__).parent / "data" / "env_reference_c487ea5.npz"
 
@@ -217,6 +219,35 @@ def test_eval_randomise_scores_under_the_shipped_ranges(capsys, tmp_path):
     assert "randomisation:     config/randomisation.yaml: mass_rel 0.1" in out and "crash rate:" in out
     assert main(args) == 0
     assert "randomisation:     off" in capsys.readouterr().out
+
+
+def test_hover_starts_are_level_at_rest_near_the_target_and_repeat_with_the_seed():
+    params = load_preset("cf21_paper")
+    cfg = task.load_task_config()
+    a = task.hover_initial_state(64, torch.Generator().manual_seed(5), params, cfg)
+    b = task.hover_initial_state(64, torch.Generator().manual_seed(5), params, cfg)
+    assert torch.equal(a, b)
+    target = torch.tensor(cfg.target_position_m)
+    spread = (a[:, POS] - target).std(0)
+    assert bool(((spread > 0.03) & (spread < 0.07)).all()), spread
+    assert torch.equal(a[:, QUAT], torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(64, 4))
+    assert not a[:, VEL].any() and not a[:, ANGVEL].any()
+    assert torch.allclose(a[:, ROTOR], torch.full((64, 4), params.hover_rotor_speed))
+
+
+def test_eval_delay_from_hover_the_paper_snn_holds_without_delay_and_crashes_with_two_steps(capsys, tmp_path):
+    """The measured finding of docs/RESULTS.md "Control delay", on 8 episodes: from hover starts the
+    shipped BC-only SNN holds every episode at delay 0 and loses every one at 2 steps (20 ms)."""
+    from snn_drone.cli import main
+    args = ["eval", "checkpoints/snn_actor_bc_only.pt", "--episodes", "8", "--seed", "31337", "--start", "hover",
+            "--guide", "controller", "--plot", str(tmp_path / "eval.png")]
+    assert main(args + ["--delay", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "from hover starts" in out and "control_delay_steps" not in out and "crash rate:        0.000" in out, out
+    assert main(args + ["--delay", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "randomisation:     --delay: control_delay_steps_min 2, control_delay_steps_max 2" in out, out
+    assert "crash rate:        1.000" in out, out
 
 
 if __name__ == "__main__":  # writes the reference (it was written once, with the code of commit c487ea5)

@@ -29,19 +29,28 @@ def register(sub) -> None:
                    help="fly under per-episode domain randomisation (mass, thrust, motor lag, inertia, control "
                         "delay, observation noise): the ranges of FILE (default: %(const)s) replace the task's "
                         "randomisation block; without the flag the task's own block (off in the shipped tasks)")
+    p.add_argument("--delay", type=int, default=None, metavar="K",
+                   help="a control delay of exactly K steps (10 ms each) between the command and the motors, for "
+                        "every episode (over the task's or --randomise's other ranges): how much latency the "
+                        "policy tolerates")
+    p.add_argument("--start", choices=("paper", "hover"), default="paper",
+                   help="initial states: the paper's distribution (default) or hover starts, the state after a "
+                        "stock take-off (level, at rest, hover rotor speed, 5 cm position spread about the target)")
     p.add_argument("--plot", metavar="PNG", help="3-D trajectory picture (default: next to the checkpoint)")
     p.set_defaults(func=run)
 
 
 def score_checkpoint(checkpoint: str, episodes: int = 500, seed: int | None = None, guide: str | None = None,
                      task_file: str | None = None, warmup: int | None = None, preset: str = "cf21_paper",
-                     warn=print, randomise: str | None = None):
+                     warn=print, randomise: str | None = None, delay_steps: int | None = None,
+                     start: str = "paper"):
     """Fly ``checkpoint`` (a policy file or 'controller') as deployed on ``episodes`` fresh episodes.
 
     Defaults come from the run the checkpoint belongs to (its config.yaml, else config/train.yaml):
     the guide that flies the warm-up, the task, and the warm-up itself (a spiking actor only; an
     ANN flies from the first step). ``randomise``: a randomisation YAML whose ranges replace the
-    task's (a run trained under randomisation is scored on its task's own block unless given).
+    task's (a run trained under randomisation is scored on its task's own block unless given);
+    ``delay_steps``: a fixed control delay over that; ``start``: 'paper' or 'hover' initial states.
     Returns (EvalResult, env, a dict of what was used)."""
     from snn_drone.core.learning import seeds
     from snn_drone.core.env import task
@@ -67,12 +76,16 @@ def score_checkpoint(checkpoint: str, episodes: int = 500, seed: int | None = No
     if randomise:
         from snn_drone.core.common.config import resolve_path
         task_cfg = task.with_randomisation(task_cfg, resolve_path(randomise))
+    if delay_steps is not None:
+        import dataclasses
+        task_cfg = dataclasses.replace(task_cfg, randomisation=dataclasses.replace(
+            task_cfg.randomisation, control_delay_steps_min=delay_steps, control_delay_steps_max=delay_steps))
     env = BatchedHoverEnv(episodes, task_cfg, preset, autoreset=False)
-    res = evaluate(actor, guide_net, env, warmup, seed=seed)
+    res = evaluate(actor, guide_net, env, warmup, seed=seed, start=start)
     used = {"task": task_file or str(task.task_config_path()), "guide": guide_spec if warmup else "-",
             "warmup": warmup, "seed": seed, "episodes": episodes,
             "randomisation": task_cfg.randomisation if task_cfg.randomisation.enabled else None,
-            "randomise_file": randomise}
+            "randomise_file": randomise, "start": start}
     return res, env, used
 
 
@@ -81,7 +94,8 @@ def run(args) -> int:
 
     ckpt = Path(args.checkpoint)
     res, env, used = score_checkpoint(args.checkpoint, args.episodes, args.seed, args.guide, args.task,
-                                      args.warmup, args.preset, randomise=args.randomise)
+                                      args.warmup, args.preset, randomise=args.randomise, delay_steps=args.delay,
+                                      start=args.start)
     s, warmup = res.summary(), used["warmup"]
     print(f"task:              {used['task']}")
     dr = used["randomisation"]
@@ -90,8 +104,11 @@ def run(args) -> int:
     else:
         from snn_drone.core.common.config import to_dict
         on = ", ".join(f"{k} {v}" for k, v in to_dict(dr).items() if v)
-        print(f"randomisation:     {used['randomise_file'] or 'the task file'}: {on or 'all ranges 0'}")
-    print(f"episodes:          {args.episodes}, seed {used['seed']} (the guide {used['guide']} flies the "
+        source = used['randomise_file'] or ('--delay' if args.delay is not None else 'the task file')
+        print(f"randomisation:     {source}: {on or 'all ranges 0'}")
+    starts = "hover starts" if args.start == "hover" else "the paper's initial states"
+    print(f"episodes:          {args.episodes} from {starts}, "
+          f"seed {used['seed']} (the guide {used['guide']} flies the "
           f"first {warmup} steps)")
     print(f"return:            {s['return_mean']:.1f} +- {s['return_ci95']:.1f} (95% CI; std {s['return_std']:.1f}; "
           f"end-of-curriculum reward, max 500)")

@@ -333,6 +333,21 @@ def sample_initial_state(batch: int, generator: torch.Generator, params: Quadrot
     return s
 
 
+def hover_initial_state(batch: int, generator: torch.Generator, params: QuadrotorParams,
+                        cfg: TaskConfig | None = None, position_sd_m: float = 0.05,
+                        dtype=torch.float32) -> torch.Tensor:
+    """[batch, 17] hover starts, the state after a stock take-off: level and at rest, rotors at the
+    hover speed, positions the target + Gaussian(0, ``position_sd_m``) per axis."""
+    cfg = cfg or TaskConfig()
+    dev = generator.device
+    s = torch.zeros(batch, STATE_DIM, device=dev, dtype=dtype)
+    target = torch.tensor(cfg.target_position_m, device=dev, dtype=dtype)
+    s[:, POS] = target + position_sd_m * torch.randn(batch, 3, generator=generator, device=dev, dtype=dtype)
+    s[:, QUAT.start] = 1.0
+    s[:, ROTOR] = params.hover_rotor_speed
+    return s
+
+
 def initial_action_history(state: torch.Tensor, params: QuadrotorParams,
                            cfg: TaskConfig | None = None) -> torch.Tensor:
     """The action history [B, L, 4] at an episode start from states [B, 17] (``action_history_fill``)."""
@@ -348,7 +363,7 @@ def initial_action_history(state: torch.Tensor, params: QuadrotorParams,
 
 
 __all__ = [
-    "TaskConfig", "RewardCoefficients", "load_task_config", "task_config_path", "with_randomisation",
+    "TaskConfig", "RewardCoefficients", "load_task_config", "hover_initial_state", "task_config_path", "with_randomisation",
     "rotation_matrix",
     "observation", "privileged_observation", "rotation_angle", "orientation_cost", "reward",
     "curriculum_level", "curriculum", "eval_coefficients", "terminated", "rotor_speed_to_action",

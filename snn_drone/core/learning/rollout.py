@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import seeds
+from ..env import task
 from ..env.batched_env import BatchedHoverEnv
 from .jsrl import jump_start_action
 from ..common.layout import ACTION_DIM, POS
@@ -121,16 +122,26 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(actor, guide, env: BatchedHoverEnv, guide_steps: int, seed: int = seeds.TEST_SEED) -> EvalResult:
+def evaluate(actor, guide, env: BatchedHoverEnv, guide_steps: int, seed: int = seeds.TEST_SEED,
+             start: str = "paper") -> EvalResult:
     """Fly one episode per drone of ``env`` (autoreset off, progress 1.0) the way the actor is
     deployed: the guide flies the first ``guide_steps`` steps (the warm-up), the actor the rest,
-    no exploration noise. Each drone's return sums Eq. 8 until its episode ends."""
+    no exploration noise. Each drone's return sums Eq. 8 until its episode ends. ``start``: the
+    task's initial-state distribution ('paper') or hover starts near the target ('hover',
+    task.hover_initial_state), both drawn from ``seed``."""
     if env.autoreset:
         raise ValueError("evaluate needs an env built with autoreset=False")
     if guide_steps > 0 and guide is None:
         raise ValueError(f"evaluation hands over after {guide_steps} guide steps but no guide was given")
     env.set_progress(1.0)
-    obs = env.reset(seed=seed)
+    if start == "paper":
+        obs = env.reset(seed=seed)
+    elif start == "hover":
+        generator = torch.Generator(device=env.device).manual_seed(seed)
+        obs = env.reset(seed=seed, state=task.hover_initial_state(env.num_drones, generator, env.params, env.cfg,
+                                                                   dtype=env.dtype))
+    else:
+        raise ValueError(f"start = {start!r}, expected 'paper' or 'hover'")
     n, T = env.num_drones, env.cfg.episode_steps
     state = actor.init_state(n, device=env.device)
     alive = torch.ones(n, dtype=torch.bool, device=env.device)
