@@ -243,7 +243,7 @@ def test_eval_delay_from_hover_the_paper_snn_holds_without_delay_and_crashes_wit
             "--guide", "controller", "--plot", str(tmp_path / "eval.png")]
     assert main(args + ["--delay", "0"]) == 0
     out = capsys.readouterr().out
-    assert "from hover starts" in out and "control_delay_steps" not in out and "crash rate:        0.000" in out, out
+    assert "starts:            hover starts" in out and "control_delay_steps" not in out and "crash rate:        0.000" in out, out
     assert main(args + ["--delay", "2"]) == 0
     out = capsys.readouterr().out
     assert "randomisation:     --delay: control_delay_steps_min 2, control_delay_steps_max 2" in out, out

@@ -106,8 +106,9 @@ def run(args) -> int:
         on = ", ".join(f"{k} {v}" for k, v in to_dict(dr).items() if v)
         source = used['randomise_file'] or ('--delay' if args.delay is not None else 'the task file')
         print(f"randomisation:     {source}: {on or 'all ranges 0'}")
-    starts = "hover starts" if args.start == "hover" else "the paper's initial states"
-    print(f"episodes:          {args.episodes} from {starts}, "
+    if args.start == "hover":
+        print("starts:            hover starts (level, at rest, hover rotor speed, 5 cm about the target)")
+    print(f"episodes:          {args.episodes}, "
           f"seed {used['seed']} (the guide {used['guide']} flies the "
           f"first {warmup} steps)")
     print(f"return:            {s['return_mean']:.1f} +- {s['return_ci95']:.1f} (95% CI; std {s['return_std']:.1f}; "
