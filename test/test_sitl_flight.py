@@ -114,6 +114,16 @@ def _z(states):
     return float(arrays.unpack(arrays.STATE, states[-1], rows=1).rows[0][2])
 
 
+def _held_then_stock_hold_and_land(probe, procs, states, flown, err):
+    """The policy's states stayed near the target and up; after stop_policy the stock controller
+    holds for 2 s, then lands."""
+    assert err.max() < 0.8 and flown[:, 2].min() > 0.3, (err.mean(), err.max(), flown[:, 2].min())
+    probe.spin_for(2.0)
+    assert _z(states) > 0.5, _z(states)
+    assert _call(probe, "/land").success
+    probe.spin_until(lambda: _z(states) < 0.05, 30, "the stock landing", procs, "launch")
+
+
 def test_sitl_stock_take_off_into_a_low_geofence_trips_and_the_firmware_lands(sitl, tmp_path):
     procs, probe, states, safety = _launch(
         sitl, tmp_path, "safety_overrides:={geofence_max_m: [1.5, 1.5, 0.6], max_state_age_s: 1.0, link_timeout_s: 1.0}")
@@ -185,11 +195,7 @@ def test_sitl_snn_streamed_from_the_ground_every_packet_reaches_the_app_and_a_ti
                   f"after {steps} SNN steps; the firmware acted ({trip['action']}) and the drone was on the floor "
                   f"{time.monotonic() - t_trip:.1f} s after the trip")
         else:  # the SNN held: the stock controller takes back and lands
-            assert err.max() < 0.8 and flown[:, 2].min() > 0.3, (err.mean(), err.max(), flown[:, 2].min())
-            probe.spin_for(2.0)
-            assert _z(states) > 0.5, _z(states)
-            assert _call(probe, "/land").success
-            probe.spin_until(lambda: _z(states) < 0.05, 30, "the stock landing", procs, "launch")
+            _held_then_stock_hold_and_land(probe, procs, states, flown, err)
     finally:
         probe.close()
         procs.stop_all()
@@ -227,11 +233,7 @@ def test_sitl_onboard_mode_flies_guide_then_snn_in_the_firmware_and_the_stock_co
               f"{err.mean():.3f} m, max {err.max():.3f} m, min z {snn[:, 2].min():.3f} m; spikes/step "
               f"{tele[phase == 2, 3].mean():.1f} + {tele[phase == 2, 4].mean():.1f}; step {np.median(step_us):.0f} us")
         assert len(snn) > 0.5 * (POLICY_S - 0.5) * 100, len(snn)
-        assert err.max() < 0.8 and snn[:, 2].min() > 0.3, (err.mean(), err.max(), snn[:, 2].min())
-        probe.spin_for(2.0)  # the stock controller holds after stop_policy
-        assert _z(states) > 0.5, _z(states)
-        assert _call(probe, "/land").success
-        probe.spin_until(lambda: _z(states) < 0.05, 30, "the stock landing", procs, "launch")
+        _held_then_stock_hold_and_land(probe, procs, states, snn, err)
     finally:
         probe.close()
         procs.stop_all()
