@@ -214,6 +214,8 @@ FLY_REAL_ARGUMENTS = (
              "compressed quaternion; a third of the radio traffic)"),
     Argument("max_command_age_steps", "5", "real: a motor_cmd answering a state more than this many samples old is "
              "dropped (5: 50 ms at 100 Hz)"),
+    Argument("predict_steps", "0", "real, ground mode: the policy acts on the state predicted this many 10 ms "
+             "steps ahead through the commands streamed last (delay compensation for the radio path; 0: off)"),
     Argument("connect_timeout_s", "20.0", "real: time for cflib to connect and download the tables (s); a "
              "udp:// URI (simulated firmware) is probed first, for up to 60 s"),
     Argument("auto_takeoff_s", "1.0", "sim: take off this long after the graph listens (-1: wait for the takeoff "
@@ -288,6 +290,7 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
             "motor_mapping": args["motor_mapping"], "mode": mode,
             "log_variant": args["log_variant"],
             "max_command_age_steps": _int("max_command_age_steps", args["max_command_age_steps"], 0),
+            "predict_steps": _int("predict_steps", args["predict_steps"], 0),
             "connect_timeout_s": _float("connect_timeout_s", args["connect_timeout_s"]),
             "command_timeout_s": _float("command_timeout_s", args["command_timeout_s"]),
             "command_fallback": args["command_fallback"]}, required=True, env=rt))

@@ -243,8 +243,10 @@ def test_two_worker_hosts_feed_one_trainer_host_over_the_wire(cluster):
         versions = [v for v, _ in heard["actor_versions"][str(k)]]
         assert versions == sorted(versions) and versions[-1] >= epoch, (k, versions)
         # the jump-start mux on each worker host moved its horizon with the trainer's: 20, 15, 10, ...
+        # (the latched horizon a worker hears first is the trainer's at the time it matched: on a busy
+        # machine that can be after epoch 0, so which three it saw first is not fixed)
         hs = [h for h, _ in heard["horizons"][str(k)]]
-        assert 20 in hs and len(set(hs)) >= 3, (k, hs)
+        assert set(hs) <= {20, 15, 10, 5} and len(set(hs)) >= 3 and hs == sorted(hs, reverse=True), (k, hs)
     # the bytes crossed the veth pairs: each worker's interface sent at least the rollout payload the
     # trainer counted from it (DDS over UDP; shared memory would leave the counters near zero)
     sent = {k: after[f"w{k}"]["tx_bytes"] - before[f"w{k}"]["tx_bytes"] for k in (0, 1)}

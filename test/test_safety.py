@@ -119,3 +119,21 @@ def test_config_file_equals_the_dataclass_defaults_and_overrides_apply():
     assert cfg.max_tilt_deg == 45.0 and cfg.geofence_action == "stop"
     with pytest.raises((ValueError, KeyError), match="max_tilt"):
         load_safety_config(overrides={"max_tilt": 45.0})
+
+
+def test_the_hand_back_waits_for_low_body_rates_and_a_small_tilt():
+    import math
+    from snn_drone.core.deploy.safety import calm_for_hand_back
+    cfg = SafetyConfig()
+    s = np.zeros(17)
+    s[2], s[3] = 1.0, 1.0
+    assert calm_for_hand_back(s, cfg)
+    s[12] = math.radians(cfg.hand_back_max_rate_deg_s + 1)  # yawing fast
+    assert not calm_for_hand_back(s, cfg)
+    s[12] = -math.radians(cfg.hand_back_max_rate_deg_s - 1)
+    assert calm_for_hand_back(s, cfg)
+    half = math.radians(cfg.hand_back_max_tilt_deg + 1) / 2  # rolled past the bound
+    s[3], s[4] = math.cos(half), math.sin(half)
+    assert not calm_for_hand_back(s, cfg)
+    with pytest.raises(ValueError, match="hand_back_wait_s"):
+        SafetyConfig(hand_back_wait_s=-1.0)

@@ -144,6 +144,24 @@ def test_held_imu_mode_steps_the_dynamics_once_per_10_periods():
     assert phys.time_s == pytest.approx(0.03) and phys.true_state()[2] == pytest.approx(1 - 0.5 * 9.81 * 0.03 ** 2, abs=1e-4)
 
 
+def test_a_held_step_flies_the_mean_set_point_of_the_packets_since_the_last_step():
+    """physics_every = 10: the stabilizer's 500 Hz packets between two steps are averaged (as set-points,
+    which the motor lag filters), not the newest alone; no packet: the last command holds."""
+    params = load_preset("cf21_paper")
+    phys = sitl.SitlPhysics(params, cfg=sitl.SitlConfig(physics_every=10, start_position_m=(0, 0, 1)))
+    lo, hi = [30000, 30000, 30000, 30000], [40000, 40000, 30000, 30000]
+    for pwm in (lo, hi, lo, hi, lo):
+        phys.set_pwm(pwm)
+    phys.tick()
+    expected = np.mean([sitl.pwm_to_action(p, params) for p in (lo, hi, lo, hi, lo)], axis=0)
+    np.testing.assert_allclose(phys.action[0].numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(phys.applied_pwm, [34000, 34000, 30000, 30000])
+    assert phys.pwm == tuple(lo)  # the newest packet, as received
+    for _ in range(10):
+        phys.tick()
+    np.testing.assert_allclose(phys.action[0].numpy(), expected, atol=1e-12)
+
+
 def test_pacing_drops_far_late_ticks_instead_of_bursting_and_counts_late_ones():
     p = sitl.PacingStats(0.001, late_after_s=0.0005, drop_after_s=0.002)
     assert [p.decide(x) for x in (0.0, 0.0007, 0.0019, 0.003, 0.1)] == [True, True, True, False, False]

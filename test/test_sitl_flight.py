@@ -14,7 +14,10 @@ Five tests, each with its own firmware boot and flight graph:
 - the onboard mode losing its ground link: the drone's own watchdog stops the motors;
 - a take-off whose motor stream stops (the test plays the paused jump-start node: hover commands,
   then none): the app's watchdog in the firmware trips and lands the drone itself.
-SNN_DRONE_SITL_PHYSICS_EVERY (default 10) steps the peer's physics every N IMU periods.
+SNN_DRONE_SITL_PHYSICS_EVERY (default 10) steps the peer's physics every N IMU periods;
+SNN_DRONE_SITL_PREDICT (default 2) is the ground stream's predict_steps (delay compensation),
+SNN_DRONE_SITL_LOG_VARIANT (default float) its log_variant, SNN_DRONE_SITL_PRESET (default: the
+peer's) the peer's preset.
 Both are real time: the firmware and the peer run at SCHED_FIFO 20 where permitted (the peer's
 default; SNN_DRONE_SITL_PRIORITY changes it), the flight graph at 10.
 """
@@ -48,6 +51,9 @@ POLICY_S = 6.0
 PEER_PRIORITY = os.environ.get("SNN_DRONE_SITL_PRIORITY", "20")
 COMMAND_AGE = os.environ.get("SNN_DRONE_SITL_COMMAND_AGE", "5")
 PHYSICS_EVERY = os.environ.get("SNN_DRONE_SITL_PHYSICS_EVERY", "10")
+PREDICT = os.environ.get("SNN_DRONE_SITL_PREDICT", "2")
+LOG_VARIANT = os.environ.get("SNN_DRONE_SITL_LOG_VARIANT", "float")
+PEER_PRESET = os.environ.get("SNN_DRONE_SITL_PRESET", "")
 
 
 def _free_udp_port() -> int:
@@ -79,7 +85,8 @@ def sitl(tmp_path):
     try:
         procs.cli("peer", "sitl-peer", "--cf2", CF2, "--firmware-port", str(fw_port), "--cflib-port", str(cf_port),
                   "--physics-every", PHYSICS_EVERY, "--attempts", "8", "--realtime-priority", PEER_PRIORITY,
-                  "--cf2-log", str(cf2_log), "--stats", str(stats), "--trace", str(tmp / "trace.npz"))
+                  "--cf2-log", str(cf2_log), "--stats", str(stats), "--trace", str(tmp / "trace.npz"),
+                  *(("--preset", PEER_PRESET) if PEER_PRESET else ()))
         procs.wait_log("peer", r"firmware ready \(start \d+\)", 240)
         yield {"robots": robots, "cf2_log": cf2_log, "stats": stats, "procs": procs}
         procs.stop("peer")
@@ -95,13 +102,18 @@ def _launch(sitl, tmp_path, *extra):
     states = probe.listen("/state", Float32MultiArray, depth=20000)
     safety = probe.listen("/safety/status", String)
     # a shared 2-core machine: state may be 1 s old, link quiet 1 s, before the bridge acts
-    procs.cli("launch", "launch", "fly_real", "backend:=real", f"robots_file:={sitl['robots']}", f"actor:={SNN}",
-              "record:=false", "connect_timeout_s:=90", *extra)
-    probe.spin_until(lambda: len(states) > 50, 240, "state from the firmware", procs, "launch")
-    assert "Locked" not in sitl["cf2_log"].read_text(errors="replace"), _cf2_tail(sitl)
-    log = procs.log("launch")
-    assert re.search(r"answered the probe after", log), log[-3000:]
-    assert "no log variable pm.vbat: left out" in log, log[-3000:]
+    try:
+        procs.cli("launch", "launch", "fly_real", "backend:=real", f"robots_file:={sitl['robots']}", f"actor:={SNN}",
+                  "record:=false", "connect_timeout_s:=90", *extra)
+        probe.spin_until(lambda: len(states) > 50, 240, "state from the firmware", procs, "launch")
+        assert "Locked" not in sitl["cf2_log"].read_text(errors="replace"), _cf2_tail(sitl)
+        log = procs.log("launch")
+        assert re.search(r"answered the probe after", log), log[-3000:]
+        assert re.search(r"no log variable pm\.vbat(MV)?: left out", log), log[-3000:]
+    except BaseException:  # the caller's cleanup never runs: a graph left behind would load the next tests
+        probe.close()
+        procs.stop_all()
+        raise
     return procs, probe, states, safety
 
 
@@ -115,9 +127,11 @@ def _z(states):
 
 
 def _held_then_stock_hold_and_land(probe, procs, states, flown, err):
-    """The policy's states stayed near the target and up; after stop_policy the stock controller
-    holds for 2 s, then lands."""
+    """The policy's states stayed near the target and up; after stop_policy the bridge hands back at
+    a calm state (or at the end of its wait), and the stock controller holds for 2 s, then lands."""
     assert err.max() < 0.8 and flown[:, 2].min() > 0.3, (err.mean(), err.max(), flown[:, 2].min())
+    m = procs.wait_log("launch", r"handed back to the stock controller (.*)", 10)
+    print(f"SITL hand-back: {m.group(1)}")
     probe.spin_for(2.0)
     assert _z(states) > 0.5, _z(states)
     assert _call(probe, "/land").success
@@ -144,14 +158,18 @@ def test_sitl_stock_take_off_into_a_low_geofence_trips_and_the_firmware_lands(si
 def test_sitl_snn_streamed_from_the_ground_every_packet_reaches_the_app_and_a_tilt_is_stopped_by_the_firmware(
         sitl, tmp_path):
     """The ground path: the graph's guide for 50 steps, then the SNN, streamed as motor packets. This
-    loop has 1-2 steps of delay (log sample, graph, packet, 10 ms physics); the paper's SNNs fall at
-    that (docs/RESULTS.md, "Why the SNN streamed from the ground falls"), the delay-trained
-    checkpoints/snn_actor_delay.pt (the default here; SNN_DRONE_SITL_ACTOR) held in 1 of 2 runs.
+    loop has 1-3 steps of delay (log sample, graph, packet, 10 ms physics); the paper's SNNs fall at
+    that (docs/RESULTS.md, "Why the SNN streamed from the ground falls"). The delay-trained
+    checkpoints/snn_actor_delay.pt (the default here; SNN_DRONE_SITL_ACTOR) acting on the state
+    predicted 2 steps ahead (predict_steps) held whenever the graph's latency stayed near 10 ms and
+    fell above ~15 ms (docs/RESULTS.md, "Delay compensation").
     Either way every packet must reach the app and the guide must hold its warm-up; a hold must stay
     near the target and hand back to the stock controller, a fall must be caught by the bridge's
     trip, which the firmware acts on."""
     procs, probe, states, safety = _launch(
-        sitl, tmp_path, f"max_command_age_steps:={COMMAND_AGE}", "command_timeout_s:=0.3", "command_fallback:=land",
+        sitl, tmp_path, f"max_command_age_steps:={COMMAND_AGE}", f"predict_steps:={PREDICT}", f"log_variant:={LOG_VARIANT}",
+        "command_timeout_s:=0.3",
+        "command_fallback:=land",
         "safety_overrides:={max_state_age_s: 1.0, link_timeout_s: 1.0}")
     try:
         def rows():
@@ -175,8 +193,11 @@ def test_sitl_snn_streamed_from_the_ground_every_packet_reaches_the_app_and_a_ti
         err = np.linalg.norm(flown[:, :3] - TARGET, axis=1)
         print(f"SITL stream: {stream}; {len(flown)} states, {int(flown[:, arrays.EPISODE_STEP_COL].max())} steps, "
               f"mean position error {err.mean():.3f} m; trips {[json.loads(x.data)['kind'] for x in safety]}")
-        # the link: every packet the bridge sent was accepted by the app (+-1 in flight), none out of sequence
-        assert stream["sent"] >= 50 and abs(stream.get("accepted", -99) - stream["sent"]) <= 1, stream
+        # the link: every packet the bridge sent was accepted by the app (+-1 in flight), none out of sequence;
+        # after a trip the emergency stop locks the app: the packets still on their way then (one per 10 ms
+        # of the slowest state-to-packet latency) are not accepted
+        in_flight = 1 + (int(np.ceil(stream.get("latency_max_ms", 0.0) / 10.0)) if safety else 0)
+        assert stream["sent"] >= 50 and -1 <= stream["sent"] - stream.get("accepted", -99) <= in_flight, stream
         assert stream.get("err_seq") == 0, stream
         # the guide's warm-up held (the drone still near 1 m and upright when it handed over)
         assert flown[:, arrays.EPISODE_STEP_COL].max() > 50 and warmup[:, 2].min() > 0.7, (warmup[:, 2].min(), stream)

@@ -33,6 +33,9 @@ def register(sub) -> None:
                    help="a control delay of exactly K steps (10 ms each) between the command and the motors, for "
                         "every episode (over the task's or --randomise's other ranges): how much latency the "
                         "policy tolerates")
+    p.add_argument("--predict", type=int, default=0, metavar="K",
+                   help="delay compensation: guide and actor act on the state predicted K steps ahead through the "
+                        "last K commands (the preset's dynamics; crazyflie_bridge's predict_steps); default 0, off")
     p.add_argument("--start", choices=("paper", "hover"), default="paper",
                    help="initial states: the paper's distribution (default) or hover starts, the state after a "
                         "stock take-off (level, at rest, hover rotor speed, 5 cm position spread about the target)")
@@ -43,15 +46,15 @@ def register(sub) -> None:
 def score_checkpoint(checkpoint: str, episodes: int = 500, seed: int | None = None, guide: str | None = None,
                      task_file: str | None = None, warmup: int | None = None, preset: str = "cf21_paper",
                      warn=print, randomise: str | None = None, delay_steps: int | None = None,
-                     start: str = "paper"):
+                     start: str = "paper", predict_steps: int = 0):
     """Fly ``checkpoint`` (a policy file or 'controller') as deployed on ``episodes`` fresh episodes.
 
     Defaults come from the run the checkpoint belongs to (its config.yaml, else config/train.yaml):
     the guide that flies the warm-up, the task, and the warm-up itself (a spiking actor only; an
     ANN flies from the first step). ``randomise``: a randomisation YAML whose ranges replace the
     task's (a run trained under randomisation is scored on its task's own block unless given);
-    ``delay_steps``: a fixed control delay over that; ``start``: 'paper' or 'hover' initial states.
-    Returns (EvalResult, env, a dict of what was used)."""
+    ``delay_steps``: a fixed control delay over that; ``start``: 'paper' or 'hover' initial states;
+    ``predict_steps``: the delay compensation's horizon (0: off). Returns (EvalResult, env, a dict of what was used)."""
     from snn_drone.core.learning import seeds
     from snn_drone.core.env import task
     from snn_drone.core.env.batched_env import BatchedHoverEnv
@@ -81,11 +84,14 @@ def score_checkpoint(checkpoint: str, episodes: int = 500, seed: int | None = No
         task_cfg = dataclasses.replace(task_cfg, randomisation=dataclasses.replace(
             task_cfg.randomisation, control_delay_steps_min=delay_steps, control_delay_steps_max=delay_steps))
     env = BatchedHoverEnv(episodes, task_cfg, preset, autoreset=False)
-    res = evaluate(actor, guide_net, env, warmup, seed=seed, start=start)
+    if predict_steps < 0:
+        raise ValueError(f"--predict {predict_steps}: expected K >= 0 control steps")
+    res = evaluate(actor, guide_net, env, warmup, seed=seed, start=start, predict_steps=predict_steps)
     used = {"task": task_file or str(task.task_config_path()), "guide": guide_spec if warmup else "-",
             "warmup": warmup, "seed": seed, "episodes": episodes,
             "randomisation": task_cfg.randomisation if task_cfg.randomisation.enabled else None,
-            "randomise_file": randomise, "start": start}
+            "randomise_file": randomise, "start": start,
+            "predict_steps": predict_steps}
     return res, env, used
 
 
@@ -95,7 +101,7 @@ def run(args) -> int:
     ckpt = Path(args.checkpoint)
     res, env, used = score_checkpoint(args.checkpoint, args.episodes, args.seed, args.guide, args.task,
                                       args.warmup, args.preset, randomise=args.randomise, delay_steps=args.delay,
-                                      start=args.start)
+                                      start=args.start, predict_steps=args.predict)
     s, warmup = res.summary(), used["warmup"]
     print(f"task:              {used['task']}")
     dr = used["randomisation"]
@@ -108,6 +114,8 @@ def run(args) -> int:
         print(f"randomisation:     {source}: {on or 'all ranges 0'}")
     if args.start == "hover":
         print("starts:            hover starts (level, at rest, hover rotor speed, 5 cm about the target)")
+    if args.predict:
+        print(f"prediction:        guide and actor act on the state {args.predict} steps ahead (delay compensation)")
     print(f"episodes:          {args.episodes}, "
           f"seed {used['seed']} (the guide {used['guide']} flies the "
           f"first {warmup} steps)")

@@ -85,7 +85,7 @@ def register(subparsers) -> None:
                         "else a warning and normal scheduling; 0: off)")
     p.add_argument("--duration-s", type=float, default=0.0, help="stop after this long (default 0: run until killed)")
     p.add_argument("--stats", default="", help="JSON file for the packet counts (written every second and at exit)")
-    p.add_argument("--trace", default="", help="npz file for the true state and PWMs at 100 Hz (written at exit)")
+    p.add_argument("--trace", default="", help="npz file for the true state and the PWMs the physics flew (mean per step) at 100 Hz (written at exit)")
     p.set_defaults(func=run)
 
 
@@ -218,7 +218,7 @@ class Peer:
                             self.fw.sendto(pk, self.fw_addr)
                         sent += len(packets)
                     if self.trace_on and tick % trace_every == 0:
-                        self.trace.append((self.physics.time_s, self.physics.true_state(), self.physics.pwm))
+                        self.trace.append((self.physics.time_s, self.physics.true_state(), self.physics.applied_pwm))
                     tick += 1
                 # one cflib packet down per relay period, never beside a burst of sensor packets:
                 # the firmware's 5-packet receive queue loses whatever overflows it

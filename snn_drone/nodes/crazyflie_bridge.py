@@ -7,8 +7,14 @@
 - Motors: while the policy flies (service ``start_policy``), each ``motor_cmd`` is mapped to the
   firmware's normalised thrusts (core/deploy/motor_mapping.py) and streamed to the snn_motor app
   (firmware/) as one app-channel packet (core/deploy/motor_packet.py); the app's watchdog stops or hands
-  back within 50 ms if packets stop. ``stop_policy`` sends the stop packet: the stock controller
-  holds position.
+  back within 50 ms if packets stop. ``stop_policy`` sends the stop packet (onboard mode:
+  ``snnonb.enable`` 0) at the first calm state, all body rates and the tilt below config/safety.yaml's
+  ``hand_back_max_rate_deg_s`` / ``hand_back_max_tilt_deg``, at the latest after ``hand_back_wait_s``
+  (the policy flies on until then); the stock controller then holds position. With ``predict_steps`` k > 0 the state topic carries, while the policy streams,
+  the measured state advanced k control steps through the last k commands sent
+  (core/sim/prediction.py): the policy acts on the state its command will meet, which cancels
+  a k-step radio-path delay up to the model's error (pose, odom and the safety checks keep the
+  measured state).
 - Flight services (std_srvs/Trigger, high-level commander): ``takeoff``, ``land``,
   ``emergency_stop``, ``start_policy``, ``stop_policy``; ``arm`` (std_srvs/SetBool).
 - Motion capture: with ``mocap_topic`` set, PoseStamped messages are forwarded as external pose.
@@ -53,8 +59,9 @@ from snn_drone.core.deploy.motor_mapping import MotorMappingConfig, action_to_ra
 from snn_drone.core.deploy import onboard_link
 from snn_drone.core.deploy.motor_packet import MotorPacketStream, heartbeat_packet
 from snn_drone.core.sim.params import load_preset
+from snn_drone.core.sim.prediction import PendingCommands
 from snn_drone.core.deploy.robot_config import load_crazyflies
-from snn_drone.core.deploy.safety import SafetySupervisor, load_safety_config
+from snn_drone.core.deploy.safety import SafetySupervisor, calm_for_hand_back, load_safety_config, tilt_deg
 from snn_drone.core.deploy.stream_stats import StreamStats
 from snn_drone.core.deploy.udp_probe import udp_address, wait_for_udp_crazyflie
 
@@ -98,6 +105,9 @@ class CrazyflieBridge(Node):
             raise ValueError(f"command_timeout_s = {self.command_timeout_s}, expected 0.001 .. 65.535 s")
         self.max_command_age_steps = declare(self, "max_command_age_steps", STALE_COMMAND_STEPS, "a motor_cmd "
                                              "answering a state more samples old than this is dropped")
+        predict_steps = declare(self, "predict_steps", 0, "ground mode: the state topic carries the state "
+                                "predicted this many control steps ahead through the commands streamed last "
+                                "(delay compensation, core/sim/prediction.py); 0: the measured state")
         self.has_app = False
         self.stats = StreamStats()
         self.app_counters: dict = {}
@@ -125,6 +135,7 @@ class CrazyflieBridge(Node):
             raise ValueError(f"safety_overrides = {safety_over!r}, expected a YAML mapping of SafetyConfig keys")
         self.safety = SafetySupervisor(load_safety_config(safety_file or None, over))
         self.rotor = RotorSpeedEstimate(self.params)
+        self.pending = PendingCommands(self.params, predict_steps)
         self.assembler = LogAssembler(self.variant)
         self.stream = MotorPacketStream()
         self._lock = threading.Lock()
@@ -132,6 +143,7 @@ class CrazyflieBridge(Node):
         # time, so that a trip is reported and acted on once (re-entrant: the services end flights too)
         self._safety_lock = threading.RLock()
         self.streaming = False
+        self._hand_back_at: tuple[float, float] | None = None  # (asked, latest): stop_policy waits for calm
         self.flying = False  # safety acts between take-off and the end of a landing / stop
         self._rest_at: float | None = None
         self.episode_step = 0
@@ -265,7 +277,8 @@ class CrazyflieBridge(Node):
         with self._lock:
             self.state, self.state_time, self.battery_v = state, now, vbat
             self.step += 1
-            row = np.concatenate([state, [self.episode_step], self.last_action])[None]
+            seen = self.pending.predict(state) if self.streaming and self.mode == "ground" else state
+            row = np.concatenate([seen, [self.episode_step], self.last_action])[None]
             stamp = self.step
             self.stats.state(stamp % arrays.STEP_MODULUS, now)
             if self.streaming:
@@ -275,6 +288,7 @@ class CrazyflieBridge(Node):
         if self.mode == "onboard":
             self._heartbeat()
         self._check_safety()
+        self._hand_back_when_due(state, now)
 
     # ---- onboard mode -----------------------------------------------------------------------
     def _heartbeat(self) -> None:
@@ -349,6 +363,7 @@ class CrazyflieBridge(Node):
             action = np.clip(rows[0].astype(np.float64), -1.0, 1.0)
             packet = self.stream.packet(action_to_ratio(action, self.params, self.mapping))
             self.last_action = action
+            self.pending.sent(action, self.rotor.speed)
             self.rotor.update(action)
         self.cf.appchannel.send_packet(packet)
         self.stats.sent_for(None if step is None else int(step), time.monotonic())
@@ -357,6 +372,7 @@ class CrazyflieBridge(Node):
         with self._lock:
             was = self.streaming
             self.streaming = False
+            self._hand_back_at = None
         if self.mode == "onboard":
             self.cf.param.set_value(onboard_link.ENABLE_PARAM, "0")  # also after a trip: re-arms the next start
         elif was:
@@ -371,6 +387,7 @@ class CrazyflieBridge(Node):
 
     # ---- safety -----------------------------------------------------------------------------
     def _check_safety(self) -> None:
+        self._hand_back_when_due(None, time.monotonic())
         with self._safety_lock:
             if self._rest_at is not None and time.monotonic() > self._rest_at:
                 self.flying, self._rest_at = False, None
@@ -431,6 +448,7 @@ class CrazyflieBridge(Node):
             if self.state is None:
                 return self._reply(response, False, "no state yet: cannot hand the motors to the policy")
             self.stream.restart()
+            self.pending.reset()
             self.stats.reset(self.app_counters.get("snnmotor.accepted"), self.app_counters.get("snnmotor.errSeq"))
             self.episode_step = 0
             self.streaming = True
@@ -441,6 +459,40 @@ class CrazyflieBridge(Node):
         return self._reply(response, True, "policy flies: streaming motor commands (episode restarts)")
 
     def _stop_policy(self, request, response):
+        wait = self.safety.cfg.hand_back_wait_s
+        now = time.monotonic()
+        with self._lock:
+            waits = self.streaming and wait > 0
+            if waits and self._hand_back_at is None:
+                self._hand_back_at = (now, now + wait)
+        if waits:
+            c = self.safety.cfg
+            return self._reply(response, True, f"handing back to the stock controller at the first calm state (body "
+                               f"rates < {c.hand_back_max_rate_deg_s:g} deg/s, tilt < {c.hand_back_max_tilt_deg:g} "
+                               f"deg), within {wait:g} s")
+        self._hand_back("at once")
+        return self._reply(response, True, "stopped streaming: the stock controller holds position")
+
+    def _hand_back_when_due(self, state, now: float) -> None:
+        """After stop_policy: hand back at a calm measured ``state`` (None: the timer, which only
+        looks at the deadline), or once the wait is over."""
+        with self._lock:
+            if self._hand_back_at is None:
+                return
+            asked, latest = self._hand_back_at
+            calm = state is not None and calm_for_hand_back(state, self.safety.cfg)
+            if not (calm or now >= latest):
+                return
+            self._hand_back_at = None
+            seen = self.state
+        why = "at a calm state" if calm else "at the end of the wait, not calm"
+        rates = np.degrees(seen[layout.ANGVEL]) if seen is not None else np.full(3, np.nan)
+        tilt = tilt_deg(seen[layout.QUAT]) if seen is not None else float("nan")
+        self._hand_back(f"{why} {1000 * (now - asked):.0f} ms after stop_policy (body rates "
+                        f"{np.array2string(rates, precision=0, separator=', ')} deg/s, tilt {tilt:.1f} deg)")
+
+    def _hand_back(self, why: str) -> None:
+        """End the stream (ground: the stop packet; onboard: snnonb.enable 0) and hold where the drone is."""
         self._stop_streaming()
         with self._lock:
             state = self.state
@@ -452,7 +504,7 @@ class CrazyflieBridge(Node):
             yaw = float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
             px, py, pz = (float(v) for v in state[layout.POS])
             self.cf.high_level_commander.go_to(px, py, pz, yaw, 1.0)
-        return self._reply(response, True, "stopped streaming: the stock controller holds position")
+        self.get_logger().info(f"handed back to the stock controller {why}")
 
     def _arm(self, request, response):
         sup = getattr(self.cf, "supervisor", None)

@@ -60,6 +60,14 @@ class SafetyConfig:
     """Action on a lost link (the ground stops streaming; onboard, the app's watchdog stops the motors)."""
     nonfinite_action: str = "stop"
     """Action when the state holds NaN/inf."""
+    hand_back_max_rate_deg_s: float = 45.0
+    """stop_policy hands the motors back to the stock controller at the first state whose body
+    rates are all below this [deg/s] and whose tilt is below hand_back_max_tilt_deg: the stock PID
+    taking over an SNN mid-swing (100-180 deg/s) diverged in SITL."""
+    hand_back_max_tilt_deg: float = 10.0
+    """Largest tilt of a calm state for the hand-back [deg]."""
+    hand_back_wait_s: float = 1.0
+    """Hand back at the latest this long after stop_policy, calm or not (0: at once) [s]."""
 
     def __post_init__(self):
         self.geofence_min_m = tuple(float(v) for v in self.geofence_min_m)
@@ -78,6 +86,11 @@ class SafetyConfig:
         for name in ("max_state_age_s", "link_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} = {getattr(self, name)}, expected > 0 s")
+        if not (self.hand_back_max_rate_deg_s > 0 and 0 < self.hand_back_max_tilt_deg <= 180
+                and self.hand_back_wait_s >= 0):
+            raise ValueError(f"hand_back_max_rate_deg_s = {self.hand_back_max_rate_deg_s} and hand_back_max_tilt_deg = "
+                             f"{self.hand_back_max_tilt_deg} must be > 0, hand_back_wait_s = "
+                             f"{self.hand_back_wait_s} >= 0")
         if not self.low_battery_hold_s >= 0 or not self.low_battery_v >= 0:
             raise ValueError(f"low_battery_v = {self.low_battery_v} V and low_battery_hold_s = "
                              f"{self.low_battery_hold_s} s must be >= 0")
@@ -122,6 +135,14 @@ def tilt_deg(quaternion_wxyz) -> float:
     n2 = w * w + x * x + y * y + z * z
     r22 = 1.0 - 2.0 * (x * x + y * y) / n2  # world-z component of body z
     return math.degrees(math.acos(max(-1.0, min(1.0, r22))))
+
+
+def calm_for_hand_back(state, cfg: SafetyConfig) -> bool:
+    """Whether ``state`` [17] is calm enough to hand the motors to the stock controller: every body
+    rate below ``hand_back_max_rate_deg_s`` and the tilt below ``hand_back_max_tilt_deg``."""
+    s = np.asarray(state, dtype=float)
+    rates = np.degrees(np.abs(s[layout.ANGVEL]))
+    return bool(np.all(rates < cfg.hand_back_max_rate_deg_s)) and tilt_deg(s[layout.QUAT]) < cfg.hand_back_max_tilt_deg
 
 
 class SafetySupervisor:

@@ -185,7 +185,12 @@ class SitlPhysics:
 
     ``cfg.physics_every`` = 1 steps the dynamics every IMU period (a fresh sample at 1 kHz);
     N > 1 steps it every N periods with dt = N / imu_rate_hz and holds the IMU sample in between
-    (N = 10: the training model's 10 ms step, a tenth of the CPU)."""
+    (N = 10: the training model's 10 ms step, a tenth of the CPU). A step flies the mean rotor-speed
+    set-point of the motor packets received since the last one (the motors' lag filters them
+    alike, to first order in the step over the motor time constant): the newest
+    alone would alias a stabilizer that runs faster than the physics, and the stock PID's
+    derivative term, which changes the PWM only in the period after each held IMU sample changes,
+    would never reach the motors (that PID then rang and fell in SITL)."""
 
     def __init__(self, params: QuadrotorParams, mapping: MotorMappingConfig | None = None,
                  cfg: SitlConfig | None = None):
@@ -199,6 +204,11 @@ class SitlPhysics:
         self.state[:, layout.ROTOR] = params.rotor_speed_min
         self.action = torch.full((1, layout.ACTION_DIM), -1.0, dtype=torch.float64)
         self.pwm = (0, 0, 0, 0)
+        """The newest motor packet."""
+        self.applied_pwm = (0.0, 0.0, 0.0, 0.0)
+        """The PWM the last dynamics step flew (the mean of the packets since the step before)."""
+        self._pwm_sum, self._action_sum = np.zeros(4), np.zeros(4)
+        self._pwm_count = 0
         self.ticks = 0
         self.saturated = 0
         self._imu = None
@@ -212,7 +222,17 @@ class SitlPhysics:
 
     def set_pwm(self, pwm) -> None:
         self.pwm = tuple(int(p) for p in pwm)
-        self.action = torch.as_tensor(pwm_to_action(self.pwm, self.params, self.mapping)[None])
+        self._pwm_sum += self.pwm
+        self._action_sum += pwm_to_action(self.pwm, self.params, self.mapping)
+        self._pwm_count += 1
+
+    def _take_pwm(self) -> None:
+        """The next step's motor command: the mean set-point since the last step (none came: the last one's)."""
+        if self._pwm_count:
+            self.applied_pwm = tuple(float(v) for v in self._pwm_sum / self._pwm_count)
+            self.action = torch.as_tensor((self._action_sum / self._pwm_count)[None])
+            self._pwm_sum[:], self._action_sum[:] = 0.0, 0.0
+            self._pwm_count = 0
 
     def true_state(self) -> np.ndarray:
         return self.state[0].numpy().copy()
@@ -220,6 +240,7 @@ class SitlPhysics:
     def _step(self) -> None:
         """One dynamics step, the ground contact, and the IMU sample it gives."""
         v0 = self.state[0, layout.VEL].numpy().copy()
+        self._take_pwm()
         self.state = self.dynamics.step(self.state, self.action, validate=False)
         s = self.state[0].numpy()  # a view: writes below change the state
         grounded = s[layout.POS][2] <= 0.0 and s[layout.VEL][2] <= 0.0

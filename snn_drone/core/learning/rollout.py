@@ -14,6 +14,8 @@ from . import seeds
 from ..env import task
 from ..env.batched_env import BatchedHoverEnv
 from .jsrl import jump_start_action
+from ..sim.dynamics import QuadrotorDynamics
+from ..sim.prediction import advance
 from ..common.layout import ACTION_DIM, POS
 from .sequence_replay import EpisodeSlicer, SequenceConfig, Sequences
 
@@ -123,7 +125,7 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(actor, guide, env: BatchedHoverEnv, guide_steps: int, seed: int = seeds.TEST_SEED,
-             start: str = "paper") -> EvalResult:
+             start: str = "paper", predict_steps: int = 0) -> EvalResult:
     """Fly one episode per drone of ``env`` (autoreset off, progress 1.0) the way the actor is
     deployed: the guide flies the first ``guide_steps`` steps (the warm-up), the actor the rest,
     no exploration noise. Each drone's return sums Eq. 8 until its episode ends. ``start``: the
@@ -152,8 +154,14 @@ def evaluate(actor, guide, env: BatchedHoverEnv, guide_steps: int, seed: int = s
     err_sum = torch.zeros(n, device=env.device)
     traj = [env.state[:, POS].clone()]
     zeros = torch.zeros(n, ACTION_DIM, device=env.device)
+    model = QuadrotorDynamics(env.params, device=env.device, dtype=env.dtype) if predict_steps > 0 else None
     for t in range(T):
         priv = env.privileged_obs()
+        if model is not None:  # the env's observation noise stays on what the actor reads
+            history = env.action_history
+            seen = task.observation(advance(model, env.state, history[:, -predict_steps:]), env.target)
+            obs = seen + (obs - task.observation(env.state, env.target))
+            priv = task.privileged_observation(seen, history)
         a_actor, state = _act(actor, actor_input(actor, obs, priv), state)
         a_guide = guide(priv) if guide is not None and t < guide_steps else zeros  # every episode is at step t
         actor_flies = env.steps >= guide_steps
