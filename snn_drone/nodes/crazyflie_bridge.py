@@ -10,10 +10,11 @@
   back within 50 ms if packets stop. ``stop_policy`` sends the stop packet (onboard mode:
   ``snnonb.enable`` 0) at the first calm state, all body rates and the tilt below config/safety.yaml's
   ``hand_back_max_rate_deg_s`` / ``hand_back_max_tilt_deg``, at the latest after ``hand_back_wait_s``
-  (the policy flies on until then); the stock controller then holds position. With ``predict_steps`` k > 0 the state topic carries, while the policy streams,
-  the measured state advanced k control steps through the last k commands sent
-  (core/sim/prediction.py): the policy acts on the state its command will meet, which cancels
-  a k-step radio-path delay up to the model's error (pose, odom and the safety checks keep the
+  (the policy flies on until then); the stock controller then holds position.
+- Delay compensation: with ``predict_steps`` k > 0 the state topic carries, while the policy
+  streams, the measured state advanced k control steps through the last k commands sent
+  (core/sim/prediction.py): the policy acts on the state its command will meet, which cancels a
+  k-step radio-path delay up to the model's error (pose, odom and the safety checks keep the
   measured state).
 - Flight services (std_srvs/Trigger, high-level commander): ``takeoff``, ``land``,
   ``emergency_stop``, ``start_policy``, ``stop_policy``; ``arm`` (std_srvs/SetBool).
