@@ -189,6 +189,19 @@ def _recv_until(sock, pred, timeout_s=30.0):
     raise AssertionError("expected datagram did not arrive")
 
 
+def _drain(sock):
+    """Drop what waits in the socket. A firmware socket left unread fills with 1 kHz sensor packets
+    (its receive buffer holds about 0.3 s of them) and the kernel then drops whatever comes next."""
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.recvfrom(2048)
+    except BlockingIOError:
+        pass
+    finally:
+        sock.settimeout(0.2)
+
+
 def test_peer_process_handshakes_streams_sensors_applies_motors_relays_and_answers_probes_once_calibrated(tmp_path):
     """The firmware side is played by a socket that follows the SITL cf2's protocol."""
     fw_port, cf_port = _free_udp_port(), _free_udp_port()
@@ -225,6 +238,7 @@ def test_peer_process_handshakes_streams_sensors_applies_motors_relays_and_answe
         fw.sendto(b"\x90\x01", ("127.0.0.1", fw_port))  # gyro bias found
         assert wait_for_udp_crazyflie(uri, timeout_s=20.0, interval_s=0.1) < 20.0
         # relay: cflib -> firmware (paced) and firmware -> cflib; setpoints (port 7) are never resent
+        _drain(fw)  # unread during the probes: full, so a relayed packet would be dropped by the kernel
         for i in range(20):
             cf.sendto(bytes([0x7c, i]), ("127.0.0.1", cf_port))
         got = []
