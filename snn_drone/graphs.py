@@ -174,7 +174,7 @@ def train_sim(args: dict[str, str]) -> list[NodeSpec]:
         nodes.append(NodeSpec("sim_node", "sim_node", ns, {
             **common, "num_drones": per, "worker": i, "backend": args["backend"], "gui": gui and i == 0,
             "real_time": real_time, "guide_labels": cfg.needs_guide, "publish_poses": i == 0,
-            "wait_for_subscribers": 3 if cfg.needs_guide else 2},  # actor, (guide,) jump-start
+            "wait_for_nodes": "actor_node,guide_node,jumpstart_node" if cfg.needs_guide else "actor_node,jumpstart_node"},
             [("rollout", "/rollout"), ("episodes", "/episodes"), ("train/progress", "/train/progress")]
             + ([("clock", "/clock")] if i == 0 else [])))
         nodes.append(NodeSpec("actor_node", "actor_node", ns, {**common, "num_drones": per},
@@ -273,7 +273,9 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
         nodes.append(NodeSpec("sim_flight_node", "sim_flight_node", "", {
             **common, "auto_takeoff_s": _float("auto_takeoff_s", args["auto_takeoff_s"]),
             "hover_s": _float("hover_s", args["hover_s"]),
-            "exit_when_landed": exit_when_landed, "wait_for_subscribers": 4 + int(record),
+            "exit_when_landed": exit_when_landed,
+            "wait_for_nodes": ",".join(["safety_node", "actor_node", "guide_node", "jumpstart_node"]
+                                       + (["recorder_node"] if record else [])),
             "command_timeout_s": _float("command_timeout_s", args["command_timeout_s"]),
             "command_fallback": args["command_fallback"]},
             # the simulated drone one step below the controllers: when it runs late it steps without

@@ -190,3 +190,24 @@ def test_a_node_whose_stop_hangs_dumps_its_stacks_and_exits_after_the_watchdog(t
     assert proc.returncode == 1, err
     assert took >= 2.0  # not before the watchdog's seconds
     assert "Timeout (0:00:02)!" in err and "in close" in err and "hung_node.py" in err, err
+
+
+def test_a_listener_outside_the_graph_does_not_stand_in_for_a_node_the_sim_waits_for(tmp_path):
+    """rviz, ``ros2 topic echo`` or a test's probe on /state must not start the flight before the nodes
+    it needs (a recorder would lose its start): the sim waits for them by name."""
+    domain = fresh_domain_id()
+    procs, probe = Processes(tmp_path / "logs", domain), Probe(domain)
+    ov = overrides(algo="td3", num_drones=2)  # no guide: actor -> jump-start -> sim
+    try:
+        states = probe.listen("/state", Float32MultiArray)
+        procs.node("sim_node", overrides=ov, wait_for_subscribers=1, wait_for_nodes="actor_node,jumpstart_node")
+        procs.wait_log("sim_node", r"/state: still waiting after \d+ s for actor_node, jumpstart_node", 90)
+        probe.spin_for(0.5)
+        assert not states, "the sim started on the probe alone"
+        procs.node("actor_node", overrides=ov)
+        procs.node("jumpstart_node", overrides=ov)
+        probe.spin_until(lambda: len(states) > 20, 90, "the graph flying", procs, "sim_node")
+        assert min(_steps(states)) == 0, "every state reached the probe, from the first"
+    finally:
+        probe.close()
+        procs.stop_all()

@@ -7,6 +7,7 @@ import gc
 import os
 import signal
 import sys
+import time
 import traceback
 
 import yaml
@@ -70,6 +71,33 @@ def await_acks(node, pub, what: str, timeout_s: float = 10.0) -> bool:
     node.get_logger().warning(f"{what} not acknowledged by every subscriber of {pub.topic_name} "
                               f"within {timeout_s:.0f} s")
     return False
+
+
+def wait_for_readers(node, ex, pub, count: int = 0, nodes: str = "", warn_every_s: float = 10.0) -> None:
+    """Spin ``ex`` until ``pub`` has matched ``count`` subscriptions and, where ``nodes`` names some
+    (comma-separated node names in ``node``'s namespace), each of them subscribes to the topic and
+    the writer has matched every subscription the graph lists. A count alone can be met by a
+    listener outside the graph (a test's probe, rviz, ``ros2 topic echo``) before a node the flight
+    needs, a recorder say, has matched. Warns every ``warn_every_s`` naming what is missing."""
+    names = [n.strip() for n in nodes.split(",") if n.strip()]
+    ns = node.get_namespace()
+    t0 = last = time.monotonic()
+    while node.context.ok():
+        matched = pub.get_subscription_count()
+        missing = []
+        if names:
+            infos = node.get_subscriptions_info_by_topic(pub.topic_name)
+            present = {i.node_name for i in infos if i.node_namespace == ns}
+            missing = [n for n in names if n not in present]
+            if not missing and matched < len(infos):
+                missing = [f"{len(infos) - matched} subscription(s) listed but not matched yet"]
+        if matched >= count and not missing:
+            return
+        if time.monotonic() - last > warn_every_s:
+            last = time.monotonic()
+            node.get_logger().warning(f"{pub.topic_name}: still waiting after {last - t0:.0f} s for "
+                                      f"{', '.join(missing) or f'{count} subscribers (matched {matched})'}")
+        ex.spin_once(timeout_sec=0.05)
 
 
 def declare(node, name: str, default, description: str):

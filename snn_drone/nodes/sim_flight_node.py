@@ -40,7 +40,8 @@ from snn_drone.core.sim.params import load_preset
 
 from . import arrays
 from .poses import PosePublisher
-from .node_runtime import LATCHED_QOS, LIVE_QOS, await_acks, declare, declare_train_config, receive, run_node, task_config
+from .node_runtime import (LATCHED_QOS, LIVE_QOS, await_acks, declare, declare_train_config, receive, run_node,
+                           task_config, wait_for_readers)
 
 
 class SimFlightNode(Node):
@@ -72,7 +73,9 @@ class SimFlightNode(Node):
         if not self.command_timeout_s > 0:
             raise ValueError(f"command_timeout_s = {self.command_timeout_s}, expected > 0 s")
         self.wait_for_subscribers = declare(self, "wait_for_subscribers", 0, "start the clock once this many "
-                                            "nodes listen to state")
+                                            "subscribers listen to state")
+        self.wait_for_nodes = declare(self, "wait_for_nodes", "", "start the clock once these nodes "
+                                      "(comma-separated names) listen to state and every listener is matched")
         threads = declare(self, "threads", 1, "torch intra-op threads")
         if threads > 0:
             torch.set_num_threads(threads)
@@ -174,8 +177,7 @@ class SimFlightNode(Node):
     def run(self) -> None:
         ex = SingleThreadedExecutor(context=self.context)
         ex.add_node(self)
-        while self.context.ok() and self.pub_state.get_subscription_count() < self.wait_for_subscribers:
-            ex.spin_once(timeout_sec=0.05)
+        wait_for_readers(self, ex, self.pub_state, self.wait_for_subscribers, self.wait_for_nodes)
         self.sim.events.append((0.0, "ground (start)"))
         try:
             self._publish(torch.full((self.b, layout.ACTION_DIM), -1.0))

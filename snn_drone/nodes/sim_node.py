@@ -26,7 +26,8 @@ from snn_drone.core.learning.sequence_replay import EpisodeSlicer, Sequences
 
 from . import arrays
 from .poses import PosePublisher
-from .node_runtime import LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, await_acks, declare, declare_train_config, receive, run_node, task_config
+from .node_runtime import (LATCHED_QOS, LIVE_QOS, ROLLOUT_QOS, await_acks, declare, declare_train_config, receive,
+                           run_node, task_config, wait_for_readers)
 
 
 class SimNode(Node):
@@ -54,7 +55,10 @@ class SimNode(Node):
                                        "subscriber acknowledged the first state (a recorder that must hold every step: "
                                        "DDS discovery is two-sided; costs up to one heartbeat period, about 3 s)")
         self.wait_for_subscribers = declare(self, "wait_for_subscribers", 0, "publish the first state once this many "
-                                            "subscribers listen to it (the graph's actor, guide and jump-start)")
+                                            "subscribers listen to it")
+        self.wait_for_nodes = declare(self, "wait_for_nodes", "", "publish the first state once these nodes "
+                                      "(comma-separated names in this namespace: the graph's actor, guide and "
+                                      "jump-start) listen to it and every listener is matched")
         poses = declare(self, "publish_poses", False, "publish the drones' poses for rviz / Foxglove (poses, "
                         "cf<i>/pose, /tf; nodes/poses.py)")
         pose_every = declare(self, "pose_every_steps", 10, "publish poses every this many steps (10: 10 Hz)")
@@ -171,8 +175,7 @@ class SimNode(Node):
         env, b = self.env, self.b
         target = env.target.expand(b, 3)
         zeros = torch.zeros(b, ACTION_DIM, device=env.device)
-        while self.context.ok() and self.pub_state.get_subscription_count() < self.wait_for_subscribers:
-            ex.spin_once(timeout_sec=0.05)
+        wait_for_readers(self, ex, self.pub_state, self.wait_for_subscribers, self.wait_for_nodes)
         t0 = time.monotonic()
         self._sent_at = time.perf_counter()
         self._publish_state()
