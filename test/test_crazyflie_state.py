@@ -165,6 +165,10 @@ def test_crazyflies_yaml_gives_robot_configs_and_errors_name_the_key():
     robots = load_crazyflies(config_dir() / "crazyflies.yaml")
     assert [(r.name, r.uri, r.initial_position_m, r.type, r.battery_critical_v) for r in robots] == [
         ("cf1", "radio://0/80/2M/E7E7E7E7E7", (0.0, 0.0, 0.0), "cf21_snn", 3.7)]
+    assert robots[0].firmware_params == {}
+    (sitl,) = load_crazyflies(config_dir() / "crazyflies_sitl.yaml")
+    assert sitl.uri == "udp://127.0.0.1:19850" and sitl.firmware_params == {
+        "pid_rate.yaw_kp": 30.0, "pid_rate.yaw_ki": 4.0, "pid_attitude.yaw_kp": 3.0}
     data = {"robots": {"a": {"uri": "radio://0/80/2M/E7E7E7E701", "initial_position": [1, 2, 0], "type": "t",
                              "firmware_params": {"kalman": {"pNAcc_xy": 1}}},
                        "b": {"enabled": False, "uri": "radio://0/80/2M/E7E7E7E702", "initial_position": [0, 0, 0],
@@ -173,6 +177,13 @@ def test_crazyflies_yaml_gives_robot_configs_and_errors_name_the_key():
     (a,) = parse_crazyflies(data)
     assert a.initial_position_m == (1.0, 2.0, 0.0) and a.battery_warning_v == 3.8 and a.battery_critical_v is None
     assert a.extra == {"firmware_params": {"kalman": {"pNAcc_xy": 1}}}
+    assert a.firmware_params == {"kalman.pNAcc_xy": 1}
+    # crazyswarm2's merge: all, then the type, then the robot, per parameter
+    data["all"] = {"firmware_params": {"commander": {"enHighLevel": True}, "kalman": {"pNAcc_xy": 0.5, "pNAcc_z": 2}}}
+    data["robot_types"]["t"]["firmware_params"] = {"pid_rate": {"yaw_kp": 30.0}, "kalman": {"pNAcc_z": 3}}
+    (a,) = parse_crazyflies(data)
+    assert a.firmware_params == {"commander.enHighLevel": 1, "kalman.pNAcc_xy": 1, "kalman.pNAcc_z": 3,
+                                 "pid_rate.yaw_kp": 30.0}
     assert [r.name for r in parse_crazyflies(data, include_disabled=True)] == ["a", "b"]
 
     def broken(**change):
@@ -189,6 +200,10 @@ def test_crazyflies_yaml_gives_robot_configs_and_errors_name_the_key():
         parse_crazyflies(broken(type="cf3"))
     with pytest.raises(ValueError, match=r"initial_position = \[0, 0\], expected 3 finite numbers"):
         parse_crazyflies(broken(initial_position=[0, 0]))
+    with pytest.raises(ValueError, match=r"robots.cf2.firmware_params.pid_rate.yaw_kp = 'fast', expected a finite number"):
+        parse_crazyflies(broken(firmware_params={"pid_rate": {"yaw_kp": "fast"}}))
+    with pytest.raises(ValueError, match=r"robots.cf2.firmware_params.pid_rate = 30, expected a mapping"):
+        parse_crazyflies(broken(firmware_params={"pid_rate": 30}))
     two = broken()
     two["robots"]["cf3"] = dict(two["robots"]["cf2"])
     with pytest.raises(ValueError, match="share the uri"):

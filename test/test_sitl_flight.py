@@ -7,8 +7,8 @@ issue 14 note); skipped otherwise.
 Five tests, each with its own firmware boot and flight graph:
 - probe + connect, the stock take-off into a low geofence: the bridge's trip lands the drone with
   the firmware's high-level commander;
-- the SNN flown from the ground (guide warm-up, then the actor) as motor packets: every packet
-  accepted, then either a hold, stop_policy and landing, or a tilt / geofence trip the firmware acts on;
+- the SNN flown from the ground (guide warm-up, then the actor) as motor packets: accepted by the
+  app (up to 2 % lost on the SITL path), then either a hold, stop_policy and landing, or a tilt / geofence trip the firmware acts on;
 - the onboard mode: the firmware flies the exported guide and SNN itself; the position error, then
   stop_policy (the stock controller holds) and landing;
 - the onboard mode losing its ground link: the drone's own watchdog stops the motors;
@@ -17,7 +17,8 @@ Five tests, each with its own firmware boot and flight graph:
 SNN_DRONE_SITL_PHYSICS_EVERY (default 10) steps the peer's physics every N IMU periods;
 SNN_DRONE_SITL_PREDICT (default 2) is the ground stream's predict_steps (delay compensation),
 SNN_DRONE_SITL_LOG_VARIANT (default float) its log_variant, SNN_DRONE_SITL_PRESET (default: the
-peer's) the peer's preset.
+peer's) the peer's preset. The robots file is config/crazyflies_sitl.yaml (its stock-PID yaw gains
+for cf21_paper are left out for another preset).
 Both are real time: the firmware and the peer run at SCHED_FIFO 20 where permitted (the peer's
 default; SNN_DRONE_SITL_PRIORITY changes it), the flight graph at 10.
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 CF2 = os.environ.get("CRAZYSIM_CF2", "")
 pytestmark = pytest.mark.skipif(not (CF2 and Path(CF2).is_file()),
@@ -77,9 +79,14 @@ def sitl(tmp_path):
     tmp = tmp_path / "sitl"
     tmp.mkdir()
     fw_port, cf_port = _free_udp_port(), _free_udp_port()
+    # config/crazyflies_sitl.yaml on this test's port; its yaw gains are for the peer's cf21_paper only
     robots = tmp / "crazyflies.yaml"
-    robots.write_text(f"fileversion: 3\nrobots:\n  cf1:\n    enabled: true\n    uri: udp://127.0.0.1:{cf_port}\n"
-                      "    initial_position: [0.0, 0.0, 0.0]\n    type: sitl\nrobot_types:\n  sitl: {}\n")
+    data = yaml.safe_load((ROOT / "config" / "crazyflies_sitl.yaml").read_text())
+    (cf1,) = data["robots"].values()
+    cf1["uri"] = f"udp://127.0.0.1:{cf_port}"
+    if PEER_PRESET not in ("", "cf21_paper"):
+        data["robot_types"][cf1["type"]].pop("firmware_params")
+    robots.write_text(yaml.safe_dump(data))
     procs = Processes(tmp / "logs", fresh_domain_id())
     cf2_log, stats = tmp / "cf2.log", tmp / "peer_stats.json"
     try:
@@ -109,6 +116,10 @@ def _launch(sitl, tmp_path, *extra):
         assert "Locked" not in sitl["cf2_log"].read_text(errors="replace"), _cf2_tail(sitl)
         log = procs.log("launch")
         assert re.search(r"answered the probe after", log), log[-3000:]
+        if PEER_PRESET in ("", "cf21_paper"):  # the robots file's yaw gains, written and confirmed
+            m = re.search(r"firmware parameters set: (.*)", log)
+            assert m and set(m.group(1).split(", ")) == {"pid_rate.yaw_kp=30", "pid_rate.yaw_ki=4",
+                                                         "pid_attitude.yaw_kp=3"}, log[-3000:]
         assert re.search(r"no log variable pm\.vbat(MV)?: left out", log), log[-3000:]
     except BaseException:  # the caller's cleanup never runs: a graph left behind would load the next tests
         probe.close()
@@ -155,7 +166,7 @@ def test_sitl_stock_take_off_into_a_low_geofence_trips_and_the_firmware_lands(si
         procs.stop_all()
 
 
-def test_sitl_snn_streamed_from_the_ground_every_packet_reaches_the_app_and_a_tilt_is_stopped_by_the_firmware(
+def test_sitl_snn_streamed_from_the_ground_reaches_the_app_and_a_tilt_is_stopped_by_the_firmware(
         sitl, tmp_path):
     """The ground path: the graph's guide for 50 steps, then the SNN, streamed as motor packets. This
     loop has 1-3 steps of delay (log sample, graph, packet, 10 ms physics); the paper's SNNs fall at
@@ -163,7 +174,7 @@ def test_sitl_snn_streamed_from_the_ground_every_packet_reaches_the_app_and_a_ti
     checkpoints/snn_actor_delay.pt (the default here; SNN_DRONE_SITL_ACTOR) acting on the state
     predicted 2 steps ahead (predict_steps) held whenever the graph's latency stayed near 10 ms and
     fell above ~15 ms (docs/RESULTS.md, "Delay compensation").
-    Either way every packet must reach the app and the guide must hold its warm-up; a hold must stay
+    Either way the packets must reach the app (but for the few the SITL path loses) and the guide must hold its warm-up; a hold must stay
     near the target and hand back to the stock controller, a fall must be caught by the bridge's
     trip, which the firmware acts on."""
     procs, probe, states, safety = _launch(
@@ -193,11 +204,14 @@ def test_sitl_snn_streamed_from_the_ground_every_packet_reaches_the_app_and_a_ti
         err = np.linalg.norm(flown[:, :3] - TARGET, axis=1)
         print(f"SITL stream: {stream}; {len(flown)} states, {int(flown[:, arrays.EPISODE_STEP_COL].max())} steps, "
               f"mean position error {err.mean():.3f} m; trips {[json.loads(x.data)['kind'] for x in safety]}")
-        # the link: every packet the bridge sent was accepted by the app (+-1 in flight), none out of sequence;
-        # after a trip the emergency stop locks the app: the packets still on their way then (one per 10 ms
-        # of the slowest state-to-packet latency) are not accepted
+        # the link: the app accepted what the bridge sent (the stop packet counts too: -1), none out of
+        # sequence, but for the packets the SITL path loses: the fork's 5-packet socket queue overflows
+        # when its FreeRTOS side stalls (7 of 617 packets in one stream, 2026-12-03; the
+        # cflib requests it resent in the same run show the same), up to 2 % here. After a trip the emergency stop locks the app: the
+        # packets still on their way then (one per 10 ms of the slowest state-to-packet latency) are not accepted
         in_flight = 1 + (int(np.ceil(stream.get("latency_max_ms", 0.0) / 10.0)) if safety else 0)
-        assert stream["sent"] >= 50 and -1 <= stream["sent"] - stream.get("accepted", -99) <= in_flight, stream
+        lost = stream["sent"] - stream.get("accepted", -99)
+        assert stream["sent"] >= 50 and -1 <= lost <= in_flight + 0.02 * stream["sent"], stream
         assert stream.get("err_seq") == 0, stream
         # the guide's warm-up held (the drone still near 1 m and upright when it handed over)
         assert flown[:, arrays.EPISODE_STEP_COL].max() > 50 and warmup[:, 2].min() > 0.7, (warmup[:, 2].min(), stream)

@@ -201,6 +201,23 @@ class CrazyflieBridge(Node):
                              f"{failure[0] if failure else f'timeout after {self.connect_timeout_s:g} s'}")
         self.get_logger().info(f"connected in {time.monotonic() - t0:.1f} s")
         cf.param.set_value("commander.enHighLevel", "1")
+        if self.robot.firmware_params:
+            values = {}
+            for name, value in self.robot.firmware_params.items():
+                element = cf.param.toc.get_element_by_complete_name(name)
+                why = ("the firmware has no such parameter" if element is None else
+                       "it is read-only" if element.access == element.RO_ACCESS else
+                       f"it is an integer, not {value!r}" if element.pytype not in ("<f", "<d", "<e")
+                       and not float(value).is_integer() else "")
+                if why:
+                    cf.close_link()
+                    raise ValueError(f"{self.robot.uri}: cannot set {name} ({why}; firmware_params of "
+                                     f"{self.robot.name} in the robots file)")
+                values[name] = float(value) if element.pytype in ("<f", "<d", "<e") else int(value)
+            for name, value in values.items():
+                self._set_param_confirmed(name, value)
+            self.get_logger().info("firmware parameters set: " + ", ".join(
+                f"{k}={v:g}" for k, v in self.robot.firmware_params.items()))
         self.has_app = "timeoutMs" in cf.param.toc.toc.get("snnmotor", {})
         if self.has_app:
             self._set_param_confirmed("snnmotor.timeoutMs", int(round(self.command_timeout_s * 1000)))
@@ -208,7 +225,7 @@ class CrazyflieBridge(Node):
             self.get_logger().info(f"snn_motor app: watchdog {self.command_timeout_s * 1000:.0f} ms, "
                                    f"fallback {self.command_fallback}")
             app = LogConfig(name="snn_app", period_in_ms=100)
-            for var in ("snnmotor.accepted", "snnmotor.errSeq", "snnmotor.trips", "snnmotor.state"):
+            for var in ("snnmotor.accepted", "snnmotor.errSeq", "snnmotor.trips", "snnmotor.state", "snnmotor.seq"):
                 app.add_variable(var)
             cf.log.add_config(app)
             app.data_received_cb.add_callback(lambda ts, data, lc: self.app_counters.update(data))
@@ -243,16 +260,16 @@ class CrazyflieBridge(Node):
         self.get_logger().info(f"connected; logging {self.variant} state blocks at 100 Hz"
                                + (" and the onboard block" if self.mode == "onboard" else ""))
 
-    def _set_param_confirmed(self, name: str, value: int) -> None:
-        """Write an integer parameter and wait until the firmware echoes it: cflib queues the write
-        behind its fetch of every parameter value, so a flight started at once would still fly the
-        old value (the app's 50 ms watchdog with the motors-off fallback)."""
+    def _set_param_confirmed(self, name: str, value: int | float) -> None:
+        """Write a parameter and wait until the firmware echoes it: cflib queues the write behind its
+        fetch of every parameter value, so a flight started at once would still fly the old value
+        (the app's 50 ms watchdog with the motors-off fallback). Floats echo as float32."""
         group, _, var = name.partition(".")
         done = threading.Event()
 
         def seen(complete_name, v):
             try:
-                if int(float(v)) == value:
+                if abs(float(v) - value) <= 1e-6 * max(1.0, abs(value)):
                     done.set()
             except (TypeError, ValueError):
                 pass
@@ -378,12 +395,19 @@ class CrazyflieBridge(Node):
             self.cf.param.set_value(onboard_link.ENABLE_PARAM, "0")  # also after a trip: re-arms the next start
         elif was:
             self.cf.appchannel.send_packet(self.stream.stop())
-            # the app's counters come back with the next 10 Hz log packets
-            threading.Timer(0.5, self._report_stream).start()
+            threading.Thread(target=self._report_stream, args=((self.stream.sequence - 1) & 0xFFFF,),
+                             daemon=True).start()
 
-    def _report_stream(self) -> None:
-        c = self.app_counters
+    def _report_stream(self, last_sequence: int, wait_s: float = 2.0) -> None:
+        """Log the stream's summary once the app's counters (a 10 Hz log block) show the stop packet
+        (``caught_up``: then every packet not accepted was lost on the way), or after ``wait_s``
+        (the stop packet itself lost, or the log late: the counts may be short)."""
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end and self.app_counters.get("snnmotor.seq") != last_sequence:
+            time.sleep(0.02)
+        c = dict(self.app_counters)
         summary = self.stats.summary(c.get("snnmotor.accepted"), c.get("snnmotor.errSeq"))
+        summary["caught_up"] = c.get("snnmotor.seq") == last_sequence
         self.get_logger().info("motor stream: " + json.dumps(summary))
 
     # ---- safety -----------------------------------------------------------------------------

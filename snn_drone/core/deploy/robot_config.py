@@ -10,11 +10,14 @@
       cf21:
         battery: {voltage_warning: 3.8, voltage_critical: 3.7}
         motion_capture: {...}               # read by crazyswarm2, kept here as-is
-    all: {...}                              # firmware params/logging for crazyswarm2; ignored here
+    all:
+      firmware_params: {commander: {enHighLevel: 1}}   # and firmware_logging (crazyswarm2's; ignored here)
 
 Only the keys this package uses are interpreted (uri, initial_position, type, enabled, the type's
-battery thresholds); every other key is kept in ``RobotConfig.extra`` so the same file keeps
-working with crazyswarm2. Errors name the robot, the key and what was expected.
+battery thresholds, and ``firmware_params`` as crazyswarm2 merges them: ``all``, then the robot's
+type, then the robot, the later winning per parameter); every other key is kept in
+``RobotConfig.extra`` so the same file keeps working with crazyswarm2. Errors name the robot, the
+key and what was expected.
 """
 from __future__ import annotations
 
@@ -48,6 +51,9 @@ class RobotConfig:
     """The type's battery.voltage_critical [V], if given."""
     extra: dict = field(default_factory=dict, compare=False)
     """Other keys of the robot's entry, untouched."""
+    firmware_params: dict = field(default_factory=dict, compare=False)
+    """Firmware parameters to write after connecting, ``{"group.name": number}`` (crazyswarm2's
+    ``firmware_params`` of ``all``, the type and the robot, merged in that order)."""
 
 
 def _vec3(value, where: str) -> tuple[float, float, float]:
@@ -57,6 +63,25 @@ def _vec3(value, where: str) -> tuple[float, float, float]:
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
+def _firmware_params(value, where: str) -> dict:
+    """crazyswarm2's nested ``{group: {name: value}}`` -> ``{"group.name": int | float}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} = {value!r}, expected a mapping of parameter group -> {{name: value}}")
+    out = {}
+    for group, names in value.items():
+        if not isinstance(names, dict) or not names:
+            raise ValueError(f"{where}.{group} = {names!r}, expected a mapping of parameter name -> value")
+        for name, v in names.items():
+            if isinstance(v, bool):
+                v = int(v)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{where}.{group}.{name} = {v!r}, expected a finite number")
+            out[f"{group}.{name}"] = v
+    return out
+
+
 def parse_crazyflies(data: dict, source: str = "crazyflies.yaml", include_disabled: bool = False) -> list[RobotConfig]:
     """Robots of an already-loaded crazyflies.yaml mapping, in file order."""
     if not isinstance(data, dict) or not isinstance(data.get("robots"), dict) or not data["robots"]:
@@ -64,6 +89,10 @@ def parse_crazyflies(data: dict, source: str = "crazyflies.yaml", include_disabl
     types = data.get("robot_types") or {}
     if not isinstance(types, dict):
         raise ValueError(f"{source}: robot_types must be a mapping of type name -> settings")
+    common = data.get("all") or {}
+    if not isinstance(common, dict):
+        raise ValueError(f"{source}: all must be a mapping (firmware_params, firmware_logging)")
+    common_params = _firmware_params(common.get("firmware_params"), f"{source}: all.firmware_params")
     robots = []
     for name, entry in data["robots"].items():
         where = f"{source}: robots.{name}"
@@ -90,8 +119,12 @@ def parse_crazyflies(data: dict, source: str = "crazyflies.yaml", include_disabl
                 raise ValueError(f"{source}: robot_types.{rtype}.battery.{key} = {v!r}, expected volts in (0, 10)")
             volts[key] = None if v is None else float(v)
         extra = {k: v for k, v in entry.items() if k not in ("uri", "initial_position", "type", "enabled")}
+        params = {**common_params,
+                  **_firmware_params((types[rtype] or {}).get("firmware_params"),
+                                     f"{source}: robot_types.{rtype}.firmware_params"),
+                  **_firmware_params(entry.get("firmware_params"), f"{where}.firmware_params")}
         robot = RobotConfig(str(name), uri, _vec3(entry["initial_position"], f"{where}.initial_position"),
-                            str(rtype), enabled, volts["voltage_warning"], volts["voltage_critical"], extra)
+                            str(rtype), enabled, volts["voltage_warning"], volts["voltage_critical"], extra, params)
         if enabled or include_disabled:
             robots.append(robot)
     uris = [r.uri for r in robots]
