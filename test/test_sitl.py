@@ -8,6 +8,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from snn_drone.core.common import layout
 from snn_drone.core.common.config import package_root
-from snn_drone.core.deploy import sitl
+from snn_drone.core.deploy import sitl, sitl_link
 from snn_drone.core.deploy.motor_mapping import MotorMappingConfig, action_to_ratio, ratio_to_action
 from snn_drone.core.deploy.udp_probe import udp_address, wait_for_udp_crazyflie
 from snn_drone.core.sim.params import available_presets, load_preset
@@ -202,6 +203,15 @@ def _drain(sock):
         sock.settimeout(0.2)
 
 
+def _motor_beat(fw, fw_port, motors):
+    """The firmware's motor packets every 2 ms while ``motors["run"]`` is True (paused while False,
+    ended by None)."""
+    while motors["run"] is not None:
+        if motors["run"]:
+            fw.sendto(sitl.encode_motors([motors["pwm"]] * 4), ("127.0.0.1", fw_port))
+        time.sleep(0.002)
+
+
 def test_peer_process_handshakes_streams_sensors_applies_motors_relays_and_answers_probes_once_calibrated(tmp_path):
     """The firmware side is played by a socket that follows the SITL cf2's protocol."""
     fw_port, cf_port = _free_udp_port(), _free_udp_port()
@@ -236,6 +246,10 @@ def test_peer_process_handshakes_streams_sensors_applies_motors_relays_and_answe
         with pytest.raises(TimeoutError, match=rf"no answer from {uri} to \d+ probes in 0.5 s"):
             wait_for_udp_crazyflie(uri, timeout_s=0.5, interval_s=0.1)
         fw.sendto(b"\x90\x01", ("127.0.0.1", fw_port))  # gyro bias found
+        # from now on the stabilizer runs: motor PWMs every 2 ms, as the real firmware sends them
+        motors = {"pwm": 0, "run": True}
+        beat = threading.Thread(target=_motor_beat, args=(fw, fw_port, motors), daemon=True)
+        beat.start()
         assert wait_for_udp_crazyflie(uri, timeout_s=20.0, interval_s=0.1) < 20.0
         # relay: cflib -> firmware (paced) and firmware -> cflib; setpoints (port 7) are never resent
         _drain(fw)  # unread during the probes: full, so a relayed packet would be dropped by the kernel
@@ -246,6 +260,15 @@ def test_peer_process_handshakes_streams_sensors_applies_motors_relays_and_answe
             d = _recv_until(fw, lambda d: d[0] == 0x7c)
             got.append(d[1])
         assert got == list(range(20)), "the relay keeps cflib's order and loses nothing"
+        # a firmware that stalls (silent) gets nothing down until it has run again 50 ms: it would lose it
+        motors["run"] = False
+        time.sleep(0.1)
+        _drain(fw)
+        cf.sendto(b"\x7c\x40", ("127.0.0.1", cf_port))
+        with pytest.raises(AssertionError, match="did not arrive"):
+            _recv_until(fw, lambda d: d == b"\x7c\x40", timeout_s=0.3)
+        motors["run"] = True
+        assert _recv_until(fw, lambda d: d == b"\x7c\x40", timeout_s=5.0) == b"\x7c\x40"
         fw.sendto(b"\x5c\x07", ("127.0.0.1", fw_port))
         assert _recv_until(cf, lambda d: d[0] == 0x5c) == b"\x5c\x07"
         # a parameter-table request the firmware "lost" (no answer) comes again; both answered: cflib
@@ -262,9 +285,9 @@ def test_peer_process_handshakes_streams_sensors_applies_motors_relays_and_answe
         _recv_until(cf, lambda d: answers.append(d) or d == b"\x5c\x08")
         assert answers == [b"\x2c\x02\x05\x00\x08ab", b"\x5c\x08"], answers
         # motors: full PWM lifts the drone off the ground
-        for _ in range(300):
-            fw.sendto(sitl.encode_motors([60000] * 4), ("127.0.0.1", fw_port))
-            time.sleep(0.002)
+        motors["pwm"] = 60000
+        time.sleep(0.6)
+        motors["run"] = None  # the beat ends
         # the PWM holds until the next motor packet: a pose above the ground follows
         _recv_until(fw, lambda d: d[0] == 0x61 and sitl.decode_ext_pose(d)[0][2] > 0.0, timeout_s=60)
     finally:
@@ -273,7 +296,8 @@ def test_peer_process_handshakes_streams_sensors_applies_motors_relays_and_answe
     assert peer.returncode == 0, err
     assert "real-time priority" in err, err  # SCHED_FIFO 20 where permitted, else the warning
     s = json.loads(stats.read_text())
-    assert s["fw_motors"] >= 200 and s["down_relayed"] == 22 and s["up_relayed"] == 3
+    assert s["fw_motors"] >= 200 and s["down_relayed"] == 23 and s["up_relayed"] == 3
+    assert s["fw_stalls"] >= 1 and s["fw_longest_stall_ms"] >= 300, s
     assert s["requests_resent"] >= 1 and s["duplicate_answers_dropped"] == 1 and s["requests_pending"] == 0
     assert s["probes_answered"] >= 1 and s["probes"] > s["probes_answered"]
     assert s["imu_sent"] + s["imu_dropped"] > 0 and s["calibrated"]
@@ -291,8 +315,29 @@ def test_udp_probe_reads_udp_uris_only_and_names_a_closed_port_in_its_timeout():
         wait_for_udp_crazyflie(f"udp://127.0.0.1:{port}", timeout_s=0.3, interval_s=0.05)
 
 
+def test_firmware_liveness_holds_packets_while_the_motor_stream_pauses_and_until_it_ran_again():
+    live = sitl_link.FirmwareLiveness(silent_after_s=0.02, resumed_s=0.05, max_hold_s=1.0)
+    assert live.ready(0.0)  # no motor stream yet: nothing held
+    for i in range(40):  # a motor packet every 2 ms from t = 0
+        live.heard(0.002 * i)
+    assert not live.ready(0.04) and live.ready(0.078) and live.ready(0.095)
+    assert not live.ready(0.1) and not live.ready(1.0)  # paused: a stall, held
+    live.heard(0.5)  # wakes after 422 ms
+    assert not live.ready(0.5) and not live.ready(0.53)
+    for i in range(1, 30):
+        live.heard(0.5 + 0.002 * i)
+    assert live.ready(0.55)
+    # motors stopped (supervisor locked): held 1 s, then packets flow without motors
+    assert not live.ready(1.5) and live.ready(1.6)
+    live.heard(5.0)  # motors again after 4.4 s: not a stall; 50 ms before packets go down
+    assert not live.ready(5.01)
+    assert live.summary() == {"fw_stalls": 1, "fw_longest_stall_ms": 422.0}
+    with pytest.raises(ValueError, match="silent_after_s"):
+        sitl_link.FirmwareLiveness(silent_after_s=0.0)
+
+
 def test_request_resender_matches_answers_by_their_leading_bytes_and_gives_up_after_max_resends():
-    r = sitl.RequestResender(timeout_s=0.1, max_resends=2)
+    r = sitl_link.RequestResender(timeout_s=0.1, max_resends=2)
     log_create = b"\x51\x06\x01\x07\x10"  # log block control: create block 1 (answer: command, id, error)
     r.sent(log_create, 0.0)
     r.sent(b"\x7c\x00", 0.0)  # a setpoint: no answer expected

@@ -4,7 +4,7 @@ physics peer (`snn-drone sitl-peer`), cflib over ``udp://``. Gated: ``CRAZYSIM_C
 binary (built from CrazySim's crazyflie-firmware fork, sitl_make, with firmware/'s app added; see the
 issue 14 note); skipped otherwise.
 
-Five tests, each with its own firmware boot and flight graph:
+Six tests, each with its own firmware boot and flight graph:
 - probe + connect, the stock take-off into a low geofence: the bridge's trip lands the drone with
   the firmware's high-level commander;
 - the SNN flown from the ground (guide warm-up, then the actor) as motor packets: accepted by the
@@ -12,6 +12,7 @@ Five tests, each with its own firmware boot and flight graph:
 - the onboard mode: the firmware flies the exported guide and SNN itself; the position error, then
   stop_policy (the stock controller holds) and landing;
 - the onboard mode losing its ground link: the drone's own watchdog stops the motors;
+- the firmware frozen 0.5 s in a stock hover: the bridge's stale-state trip lands the drone;
 - a take-off whose motor stream stops (the test plays the paused jump-start node: hover commands,
   then none): the app's watchdog in the firmware trips and lands the drone itself.
 SNN_DRONE_SITL_PHYSICS_EVERY (default 10) steps the peer's physics every N IMU periods;
@@ -161,6 +162,35 @@ def test_sitl_stock_take_off_into_a_low_geofence_trips_and_the_firmware_lands(si
         probe.spin_until(lambda: _z(states) < 0.05, 30, "the firmware's landing", procs, "launch")
         print(f"SITL geofence: tripped at {trip['value']:.3f} m, highest {zmax:.3f} m, landed")
         assert zmax < 1.0, zmax  # the climb to 1 m was cut short
+    finally:
+        probe.close()
+        procs.stop_all()
+
+
+def test_sitl_stale_state_trips_and_the_firmware_lands(sitl, tmp_path):
+    """The firmware freezes for 0.5 s (SIGSTOP on cf2: no log, no answers) while the drone hovers on
+    the stock controller: the state goes stale before the link times out, the bridge trips and
+    asks the firmware to land, which it does once it runs again."""
+    procs, probe, states, safety = _launch(
+        sitl, tmp_path, "safety_overrides:={max_state_age_s: 0.2, link_timeout_s: 3.0}")
+    try:
+        assert _call(probe, "/takeoff").success
+        probe.spin_until(lambda: _z(states) > 0.9, 30, f"the stock take-off to 1 m ({_cf2_tail(sitl)})", procs, "launch")
+        probe.spin_for(1.0)
+        assert not safety, [m.data for m in safety]
+        cf2 = child_pid(sitl["procs"].procs["peer"].pid, b"cf2")
+        os.kill(cf2, signal.SIGSTOP)
+        try:
+            probe.spin_for(0.5)
+        finally:
+            os.kill(cf2, signal.SIGCONT)
+        probe.spin_until(lambda: len(safety) > 0, 10, "the stale-state trip", procs, "launch")
+        trip = json.loads(safety[0].data)
+        assert trip["kind"] == "stale_state" and trip["action"] == "land", trip
+        t_trip = time.monotonic()
+        probe.spin_until(lambda: _z(states) < 0.05, 30, f"the firmware's landing ({_cf2_tail(sitl)})", procs, "launch")
+        print(f"SITL stale state: tripped at {trip['value']:.2f} s old, landed {time.monotonic() - t_trip:.1f} s later")
+        assert all(json.loads(m.data)["kind"] != "lost_link" for m in safety), [m.data for m in safety]
     finally:
         probe.close()
         procs.stop_all()

@@ -7,7 +7,9 @@ in real time, the barometer and the true pose as external pose at 100 Hz, applie
 motor PWMs to the simulated rotors, and relays all other CRTP traffic between cflib and the
 firmware. Traffic from cflib goes down paced (one packet per 2 ms by default) because the
 firmware's socket receive queue holds 5 packets and loses the rest of a burst (cflib's UDP link
-never resends, so a lost table request stalls the connection). A 0xFF probe (cflib's
+never resends, so a lost table request stalls the connection), and is held while the firmware's
+motor packets pause (its host stalled it: it would lose them when it wakes) until they have flowed
+again 50 ms (at most 1 s: a longer pause is a firmware that stopped its motors). A 0xFF probe (cflib's
 ``scan_interface``) is answered only once the firmware has finished its sensor calibration: a
 client that probes before connecting connects to a firmware that is ready.
 
@@ -35,8 +37,8 @@ import yaml
 
 from ..core.common.config import from_dict
 from ..core.deploy.motor_mapping import MotorMappingConfig
-from ..core.deploy.sitl import (HANDSHAKE, PROBE, PacingStats, RequestResender, SitlConfig, SitlPhysics,
-                                classify, decode_motors)
+from ..core.deploy.sitl import HANDSHAKE, PROBE, PacingStats, SitlConfig, SitlPhysics, classify, decode_motors
+from ..core.deploy.sitl_link import FirmwareLiveness, RequestResender
 from ..core.sim.params import DEFAULT_PRESET, load_preset
 
 READY_LINE = "Starting stabilizer loop"
@@ -120,6 +122,7 @@ class Peer:
         self.down: collections.deque = collections.deque()
         self.resend: collections.deque = collections.deque()
         self.resender = RequestResender(timeout_s=self.args.resend_after_ms * 1e-3)
+        self.liveness = FirmwareLiveness()
         self.calibrated_at = None
         self.start_s = None
         self.motor_times: list = []
@@ -138,6 +141,7 @@ class Peer:
                       file=sys.stderr, flush=True)
         elif kind == "motors":
             self.physics.set_pwm(decode_motors(data))
+            self.liveness.heard(now)
             if self.motor_times:
                 self.max_motor_gap_s = max(self.max_motor_gap_s, now - self.motor_times[-1])
             self.motor_times = [now]
@@ -166,6 +170,8 @@ class Peer:
 
     def _send_down(self, now: float) -> bool:
         if self.fw_addr is None or self.calibrated_at is None:
+            return False
+        if not self.liveness.ready(now):  # stalled (or just woken): it would lose the packet
             return False
         self.resend.extend(self.resender.due(now))
         if self.resend:  # a request whose answer is late goes first
@@ -232,7 +238,7 @@ class Peer:
     def summary(self) -> dict:
         out = {"sim_time_s": round(self.physics.time_s, 3), **self.pacing.summary(), **self.counts,
                "max_motor_gap_ms": round(self.max_motor_gap_s * 1e3, 3),
-               "imu_saturated": self.physics.saturated, "relay_queue": len(self.down), **self.resender.summary(),
+               "imu_saturated": self.physics.saturated, "relay_queue": len(self.down), **self.resender.summary(), **self.liveness.summary(),
                "calibrated": self.calibrated_at is not None,
                "position_m": [round(float(v), 4) for v in self.physics.true_state()[:3]]}
         return out
