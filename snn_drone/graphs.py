@@ -173,8 +173,7 @@ def train_sim(args: dict[str, str]) -> list[NodeSpec]:
         ns = f"w{i}"
         nodes.append(NodeSpec("sim_node", "sim_node", ns, {
             **common, "num_drones": per, "worker": i, "backend": args["backend"], "gui": gui and i == 0,
-            "real_time": real_time, "guide_labels": cfg.needs_guide, "publish_poses": i == 0,
-            "wait_for_nodes": "actor_node,guide_node,jumpstart_node" if cfg.needs_guide else "actor_node,jumpstart_node"},
+            "real_time": real_time, "guide_labels": cfg.needs_guide, "publish_poses": i == 0},
             [("rollout", "/rollout"), ("episodes", "/episodes"), ("train/progress", "/train/progress")]
             + ([("clock", "/clock")] if i == 0 else [])))
         nodes.append(NodeSpec("actor_node", "actor_node", ns, {**common, "num_drones": per},
@@ -184,7 +183,15 @@ def train_sim(args: dict[str, str]) -> list[NodeSpec]:
         nodes.append(NodeSpec("jumpstart_node", "jumpstart_node", ns, {
             **common, "num_drones": per, "use_guide": cfg.needs_guide, "seed": cfg.seed + 1000 * i},
             [("jumpstart/horizon", "/jumpstart/horizon")]))
+    for sim in (n for n in nodes if n.name == "sim_node"):
+        _waits_for_its_graph(sim, nodes)
     return nodes
+
+
+def _waits_for_its_graph(sim: NodeSpec, nodes: list[NodeSpec]) -> None:
+    """The simulated drone starts once every other node of its namespace listens to its state (by
+    name: a count could be met by rviz or a test's probe before the recorder, say, has matched)."""
+    sim.parameters["wait_for_nodes"] = ",".join(n.name for n in nodes if n.namespace == sim.namespace and n is not sim)
 
 
 FLY_REAL_ARGUMENTS = (
@@ -274,8 +281,6 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
             **common, "auto_takeoff_s": _float("auto_takeoff_s", args["auto_takeoff_s"]),
             "hover_s": _float("hover_s", args["hover_s"]),
             "exit_when_landed": exit_when_landed,
-            "wait_for_nodes": ",".join(["safety_node", "actor_node", "guide_node", "jumpstart_node"]
-                                       + (["recorder_node"] if record else [])),
             "command_timeout_s": _float("command_timeout_s", args["command_timeout_s"]),
             "command_fallback": args["command_fallback"]},
             # the simulated drone one step below the controllers: when it runs late it steps without
@@ -308,6 +313,8 @@ def fly_real(args: dict[str, str]) -> list[NodeSpec]:
         # real-time too, at the lowest priority, below every node of the control loop
         nodes.append(NodeSpec("recorder_node", "recorder_node", "", {"out": bag, "topics": topics},
                               env={REALTIME_ENV: "1"} if int(prio) > 1 else {}))
+    if backend == "sim":
+        _waits_for_its_graph(nodes[0], nodes)
     return nodes
 
 
