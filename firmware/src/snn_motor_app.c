@@ -38,6 +38,12 @@
  *   left-right or front-back difference of more than half full scale is clipped (counted in the log
  *   snnmotor.clipped);
  * - its PID reset functions take no state (they reset to zero).
+ * Both builds: a reset leaves the rate PIDs' last measurement at zero (the SITL build also the
+ * attitude PIDs'), so the first D term after a hand-back would read the whole body rate (or angle)
+ * as one period's change, a full-scale kick (roll rate kd 2.5 at 40 deg/s and 500 Hz: 5e4, past
+ * int16). The app runs one update with the setpoint equal to the measurement right after the
+ * resets (primeDerivatives): the PIDs then hold the present measurement, their integrators get a zero
+ * error, and the output is discarded.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -292,6 +298,17 @@ static ml_output_t onboardControl(const sensorData_t *sensors, const state_t *st
   return out == SO_OUT_MOTORS ? ML_OUT_MOTORS : (out == SO_OUT_OFF ? ML_OUT_OFF : ML_OUT_STOCK);
 }
 
+/* The measurements exactly as controllerPid passes them (its gyro y is negated). */
+static void primeDerivatives(const sensorData_t *sensors, const state_t *state)
+{
+  float rate[3];
+  attitudeControllerCorrectAttitudePID(state->attitude.roll, state->attitude.pitch, state->attitude.yaw,
+                                       state->attitude.roll, state->attitude.pitch, state->attitude.yaw,
+                                       &rate[0], &rate[1], &rate[2]);
+  attitudeControllerCorrectRatePID(sensors->gyro.x, -sensors->gyro.y, sensors->gyro.z,
+                                   sensors->gyro.x, -sensors->gyro.y, sensors->gyro.z);
+}
+
 bool controllerOutOfTreeTest(void)
 {
   return controllerPidTest();
@@ -329,6 +346,7 @@ void controllerOutOfTree(control_t *control, const setpoint_t *setpoint, const s
       positionControllerResetAllfilters();
       attitudeControllerResetAllPID(state->attitude.roll, state->attitude.pitch, state->attitude.yaw);
 #endif
+      primeDerivatives(sensors, state);
     }
     controllerPid(control, setpoint, sensors, state, stabilizerStep);
   } else {
