@@ -15,10 +15,12 @@ def test_latency_is_matched_by_step_and_the_app_counters_count_from_the_stream_s
     st.sent_for(None, 11.0)  # a command without a step
     st.sent_for(99, 11.0)  # for a state not seen
     st.stale += 1
+    st.stop_sent()  # the app counts the stop packet among those it accepted
     out = st.summary(accepted=1003, err_seq=4)
-    assert out["sent"] == 4 and out["unmatched"] == 2 and out["stale_dropped"] == 1
+    assert out["sent"] == 4 and out["stops_sent"] == 1 and out["unmatched"] == 2 and out["stale_dropped"] == 1
     assert out["latency_mean_ms"] == pytest.approx(10.0) and out["latency_max_ms"] == pytest.approx(12.0)
-    assert (out["accepted"], out["not_accepted"], out["err_seq"]) == (3, 1, 1)
+    assert (out["accepted"], out["not_accepted"], out["err_seq"]) == (3, 2, 1)
+    assert st.summary(accepted=1005)["not_accepted"] == 0  # all four and the stop: none lost
     assert "accepted" not in StreamStats().summary(accepted=5)  # no counter at the start: not claimed
 
 

@@ -23,6 +23,11 @@
   geofence, tilt, state age, battery and link; a trip lands (stop streaming + high-level land) or
   stops (emergency stop) as configured, is logged, and is published on ``safety/status`` (JSON).
   A ``motor_cmd`` flagged safe (the jump-start watchdog lost the state) ends streaming and lands.
+  A take-off, land or emergency stop is one packet: while the drone has not moved 5 cm its way
+  (up from its lowest point since the command; down from its highest, or to the floor) within 1.5 s
+  of a take-off or land, 0.5 s of a stop (counted from where it turned if it still moved the other
+  way, at most 3 s), the bridge sends it again, up to 3 times (core/deploy/command_watch.py; the
+  SITL firmware's receive queue lost a landing at a geofence trip, and a take-off).
 
 Onboard mode (``mode:=onboard``, core/deploy/onboard_link.py): the drone flies the deployed protocol
 itself (firmware app's snn_onboard.c, networks compiled in). ``start_policy`` sets the parameter
@@ -63,6 +68,7 @@ from snn_drone.core.sim.params import load_preset
 from snn_drone.core.sim.prediction import PendingCommands
 from snn_drone.core.deploy.robot_config import load_crazyflies
 from snn_drone.core.deploy.safety import SafetySupervisor, calm_for_hand_back, load_safety_config, tilt_deg
+from snn_drone.core.deploy.command_watch import CommandWatch
 from snn_drone.core.deploy.stream_stats import StreamStats
 from snn_drone.core.deploy.udp_probe import udp_address, wait_for_udp_crazyflie
 
@@ -147,6 +153,7 @@ class CrazyflieBridge(Node):
         self._hand_back_at: tuple[float, float] | None = None  # (asked, latest): stop_policy waits for calm
         self.flying = False  # safety acts between take-off and the end of a landing / stop
         self._rest_at: float | None = None
+        self.watch = CommandWatch()  # a take-off / land / stop packet lost on the way is sent again
         self.episode_step = 0
         self.step = 0
         self.last_action = np.full(layout.ACTION_DIM, self.params.hover_action)
@@ -395,6 +402,7 @@ class CrazyflieBridge(Node):
             self.cf.param.set_value(onboard_link.ENABLE_PARAM, "0")  # also after a trip: re-arms the next start
         elif was:
             self.cf.appchannel.send_packet(self.stream.stop())
+            self.stats.stop_sent()
             threading.Thread(target=self._report_stream, args=((self.stream.sequence - 1) & 0xFFFF,),
                              daemon=True).start()
 
@@ -414,6 +422,7 @@ class CrazyflieBridge(Node):
     def _check_safety(self) -> None:
         self._hand_back_when_due(None, time.monotonic())
         with self._safety_lock:
+            self._repeat_unheeded_command()
             if self._rest_at is not None and time.monotonic() > self._rest_at:
                 self.flying, self._rest_at = False, None
             if not self.flying:
@@ -428,14 +437,38 @@ class CrazyflieBridge(Node):
     def _end_flight(self, action: str, reason: str) -> None:
         with self._safety_lock:
             self._stop_streaming()
-            if action == "stop":
-                self._emergency_stop()
-                self.flying = False
-            else:
-                self.cf.high_level_commander.land(0.0, self.land_duration_s)
-                # safety keeps watching the landing, then rests until the next take-off
-                self._rest_at = time.monotonic() + self.land_duration_s + 0.5
+            self._send_descent(action)
+            self.watch.commanded(action, time.monotonic(), self._z())
         self.get_logger().info(f"{action} ({reason})")
+
+    def _send_descent(self, action: str) -> None:
+        if action == "stop":
+            self._emergency_stop()
+            self.flying = False
+        else:
+            self.cf.high_level_commander.land(0.0, self.land_duration_s)
+            # safety keeps watching the landing, then rests until the next take-off
+            self._rest_at = time.monotonic() + self.land_duration_s + 0.5
+
+    def _z(self) -> float | None:
+        with self._lock:
+            return None if self.state is None else float(self.state[layout.POS][2])
+
+    def _repeat_unheeded_command(self) -> None:
+        """The drone has not moved as the last take-off / land / stop asked: the packet was lost, send it again."""
+        action = self.watch.action
+        again = self.watch.check(time.monotonic(), self._z())
+        way = "rise" if action == "takeoff" else "come down"
+        if again == "gave_up":
+            self.get_logger().error(f"{action}: the drone did not {way} after {self.watch.cfg.max_repeats} repeats "
+                                    f"of the command: take over by hand")
+        elif again == "takeoff":
+            self.cf.high_level_commander.takeoff(self.takeoff_height_m, self.takeoff_duration_s)
+        elif again is not None:
+            self._send_descent(again)
+        if again not in (None, "gave_up"):
+            self.get_logger().warning(f"{again}: the drone did not {way} within {self.watch.cfg.confirm_s(again):g} s, "
+                                      f"sent again ({self.watch.repeats} of {self.watch.cfg.max_repeats})")
 
     def _emergency_stop(self) -> None:
         sup = getattr(self.cf, "supervisor", None)
@@ -456,6 +489,8 @@ class CrazyflieBridge(Node):
             self.flying, self._rest_at = True, None
         self.rotor.reset(airborne=True)  # the stock controller spins the rotors up to hover
         self.cf.high_level_commander.takeoff(self.takeoff_height_m, self.takeoff_duration_s)
+        with self._safety_lock:
+            self.watch.commanded("takeoff", time.monotonic(), self._z())
         return self._reply(response, True, f"take-off to {self.takeoff_height_m} m in {self.takeoff_duration_s} s")
 
     def _land(self, request, response):

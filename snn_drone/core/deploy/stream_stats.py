@@ -2,7 +2,8 @@
 become a motor packet on the link (state sample received -> packet handed to cflib: the ground's
 share of the radio-path latency, with the actor, guide and jump-start nodes in between), and how many
 packets the firmware's snn_motor app accepted of those sent (its log counters snnmotor.accepted and
-snnmotor.errSeq, read back over the link)."""
+snnmotor.errSeq, read back over the link). The app counts every valid packet, the stop packet too, so
+``not_accepted`` counts it among those sent: it is the packets lost (or refused) on the way."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -24,6 +25,8 @@ class StreamStats:
         self.unmatched = 0
         self.stale = 0
         """Commands dropped because they answered a state too old (the bridge's max_command_age_steps)."""
+        self.stops_sent = 0
+        """Stop packets (motor_packet.MotorStream.stop) sent: not motor commands, but counted by the app."""
         self._start = (accepted_at_start, err_seq_at_start)
 
     def state(self, step: int, t_s: float) -> None:
@@ -41,9 +44,14 @@ class StreamStats:
         else:
             self.latencies_s.append(t_s - t0)
 
+    def stop_sent(self) -> None:
+        """The stream's stop packet went to the link."""
+        self.stops_sent += 1
+
     def summary(self, accepted: int | None = None, err_seq: int | None = None) -> dict:
         """Packet counts and latency (ms); ``accepted``/``err_seq``: the app's counters now."""
-        out: dict = {"sent": self.sent, "stale_dropped": self.stale, "unmatched": self.unmatched}
+        out: dict = {"sent": self.sent, "stops_sent": self.stops_sent, "stale_dropped": self.stale,
+                     "unmatched": self.unmatched}
         if self.latencies_s:
             lat = np.array(self.latencies_s) * 1e3
             out.update(latency_mean_ms=round(float(lat.mean()), 2),
@@ -52,7 +60,7 @@ class StreamStats:
         a0, e0 = self._start
         if accepted is not None and a0 is not None:
             out["accepted"] = int(accepted) - a0
-            out["not_accepted"] = self.sent - out["accepted"]
+            out["not_accepted"] = self.sent + self.stops_sent - out["accepted"]
         if err_seq is not None and e0 is not None:
             out["err_seq"] = int(err_seq) - e0
         return out
