@@ -349,3 +349,14 @@ def test_request_resender_matches_answers_by_their_leading_bytes_and_gives_up_af
     assert [len(r.due(t)) for t in (1.2, 1.4, 1.6)] == [1, 1, 0]
     assert r.summary() == {"requests_resent": 3, "duplicate_answers_dropped": 1, "requests_given_up": 1,
                            "requests_pending": 0}
+
+
+def test_peer_cpus_pins_the_peer_and_refuses_a_cpu_it_may_not_use(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "snn_drone.cli", "sitl-peer", "--firmware-port", str(_free_udp_port()),
+            "--cflib-port", str(_free_udp_port()), "--cf2", "", "--realtime-priority", "0", "--duration-s", "0.5"]
+    cpu = min(os.sched_getaffinity(0))
+    ok = subprocess.run(base + ["--cpus", str(cpu)], env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and f"on CPUs [{cpu}]" in ok.stderr, ok.stderr[-2000:]
+    bad = subprocess.run(base + ["--cpus", "4096"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--cpus 4096: this process may run on CPUs" in bad.stderr, bad.stderr[-2000:]

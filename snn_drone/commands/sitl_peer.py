@@ -85,6 +85,9 @@ def register(subparsers) -> None:
                    help="SCHED_FIFO priority of the peer and of the cf2 it starts (default 20, above the "
                         "flight graph's 10: both are paced by the wall clock; needs root or an rtprio limit, "
                         "else a warning and normal scheduling; 0: off)")
+    p.add_argument("--cpus", default="",
+                   help="comma-separated CPU numbers for the peer and the cf2 it starts (default: any): the "
+                        "drone's side on its own cores, the ground station's graph on the others")
     p.add_argument("--duration-s", type=float, default=0.0, help="stop after this long (default 0: run until killed)")
     p.add_argument("--stats", default="", help="JSON file for the packet counts (written every second and at exit)")
     p.add_argument("--trace", default="", help="npz file for the true state and the PWMs the physics flew (mean per step) at 100 Hz (written at exit)")
@@ -295,6 +298,12 @@ def run(args) -> int:
                                 f"crazyflie-firmware, sitl_make)")
     if not 0 <= args.realtime_priority <= 99:
         raise ValueError(f"--realtime-priority {args.realtime_priority}: expected 0 (off) .. 99")
+    if args.cpus:
+        cpus = {int(c) for c in args.cpus.split(",")}
+        if not cpus <= os.sched_getaffinity(0):
+            raise ValueError(f"--cpus {args.cpus}: this process may run on CPUs {sorted(os.sched_getaffinity(0))}")
+        os.sched_setaffinity(0, cpus)  # before any thread or child, like the priority
+        print(f"sitl-peer: on CPUs {sorted(cpus)} (cf2 inherits them)", file=sys.stderr, flush=True)
     if args.realtime_priority:
         try:  # before any thread or child: the firmware's threads inherit it
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime_priority))
