@@ -322,14 +322,14 @@ def test_firmware_liveness_holds_packets_while_the_motor_stream_pauses_and_until
         live.heard(0.002 * i)
     assert not live.ready(0.04) and live.ready(0.078) and live.ready(0.095)
     assert not live.ready(0.1) and not live.ready(1.0)  # paused: a stall, held
-    live.heard(0.5)  # wakes after 422 ms
+    assert live.heard(0.5) == pytest.approx(0.422)  # wakes after 422 ms: the stall it ends
     assert not live.ready(0.5) and not live.ready(0.53)
     for i in range(1, 30):
-        live.heard(0.5 + 0.002 * i)
+        assert live.heard(0.5 + 0.002 * i) is None
     assert live.ready(0.55)
     # motors stopped (supervisor locked): held 1 s, then packets flow without motors
     assert not live.ready(1.5) and live.ready(1.6)
-    live.heard(5.0)  # motors again after 4.4 s: not a stall; 50 ms before packets go down
+    assert live.heard(5.0) is None  # motors again after 4.4 s: not a stall; 50 ms before packets go down
     assert not live.ready(5.01)
     assert live.summary() == {"fw_stalls": 1, "fw_longest_stall_ms": 422.0}
     with pytest.raises(ValueError, match="silent_after_s"):

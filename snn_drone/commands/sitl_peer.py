@@ -94,6 +94,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+STALL_REPORT_S = 0.05
+"""Firmware stalls (motor packets paused) at least this long are logged with their wall-clock end."""
+
+
 class Peer:
     def __init__(self, args):
         self.args = args
@@ -144,7 +148,10 @@ class Peer:
                       file=sys.stderr, flush=True)
         elif kind == "motors":
             self.physics.set_pwm(decode_motors(data))
-            self.liveness.heard(now)
+            stall = self.liveness.heard(now)
+            if stall is not None and stall >= STALL_REPORT_S:  # the test ties a fall to it by the wall clock
+                print(f"sitl-peer: firmware stalled {stall * 1e3:.0f} ms, motor packets again at wall time "
+                      f"{time.time():.3f}", file=sys.stderr, flush=True)
             if self.motor_times:
                 self.max_motor_gap_s = max(self.max_motor_gap_s, now - self.motor_times[-1])
             self.motor_times = [now]

@@ -30,17 +30,20 @@ class FirmwareLiveness:
         self.stalls = 0
         self.longest_stall_s = 0.0
 
-    def heard(self, now_s: float) -> None:
-        """A motor packet from the firmware arrived at ``now_s``."""
+    def heard(self, now_s: float) -> float | None:
+        """A motor packet from the firmware arrived at ``now_s``; the stall it ends (s), if any."""
+        stall = None
         if self.last_s is not None and now_s - self.last_s > self.silent_after_s:
             gap = now_s - self.last_s
             if gap <= self.max_hold_s:
                 self.stalls += 1
                 self.longest_stall_s = max(self.longest_stall_s, gap)
+                stall = gap
             self.live_since_s = now_s
         elif self.live_since_s is None:
             self.live_since_s = now_s
         self.last_s = now_s
+        return stall
 
     def ready(self, now_s: float) -> bool:
         """True: a packet sent now is read. False while the motor stream is silent (up to
