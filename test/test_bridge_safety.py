@@ -82,12 +82,15 @@ def test_closing_on_the_ground_only_closes_the_link(bridge):
     assert "high_level_commander.land" not in bridge.calls and bridge.calls[-1] == "close_link", bridge.calls
 
 
+CONFIRM_S = 0.6
+"""Long enough that a loaded machine never spends it between two lines of the test."""
+
+
 @pytest.mark.parametrize("action", ["land", "stop"])
 def test_a_land_or_stop_the_drone_does_not_heed_is_sent_again_until_it_comes_down(bridge, action):
     # (a take-off too: below)
     from snn_drone.core.deploy.command_watch import CommandWatch, CommandWatchConfig
-    bridge.watch = CommandWatch(CommandWatchConfig(takeoff_confirm_s=0.1, land_confirm_s=0.1, stop_confirm_s=0.1,
-                                                    max_repeats=3))
+    bridge.watch = CommandWatch(CommandWatchConfig(land_confirm_s=CONFIRM_S, stop_confirm_s=CONFIRM_S, max_repeats=3))
     bridge.safety.cfg = dataclasses.replace(bridge.safety.cfg, max_state_age_s=60.0, link_timeout_s=60.0)  # no other trip
     bridge._takeoff(None, types.SimpleNamespace())
     state = np.zeros(layout.STATE_DIM)
@@ -98,32 +101,32 @@ def test_a_land_or_stop_the_drone_does_not_heed_is_sent_again_until_it_comes_dow
     bridge._end_flight(action, "test")
     bridge._check_safety()
     assert bridge.calls.count(sent) == 1, bridge.calls  # within its confirm time: not yet
-    time.sleep(0.15)
+    time.sleep(CONFIRM_S + 0.1)
     bridge._check_safety()
     assert bridge.calls.count(sent) == 2, bridge.calls  # still at 1 m: the packet was lost
     bridge.state = state.copy()
     bridge.state[layout.POS.start + 2] = 0.9  # coming down now
-    time.sleep(0.15)
+    time.sleep(CONFIRM_S + 0.1)
     bridge._check_safety()
-    time.sleep(0.15)
+    time.sleep(CONFIRM_S + 0.1)
     bridge._check_safety()
     assert bridge.calls.count(sent) == 2, bridge.calls
 
 
 def test_a_take_off_the_drone_does_not_heed_is_sent_again_until_it_rises(bridge):
     from snn_drone.core.deploy.command_watch import CommandWatch, CommandWatchConfig
-    bridge.watch = CommandWatch(CommandWatchConfig(takeoff_confirm_s=0.1, max_repeats=3))
+    bridge.watch = CommandWatch(CommandWatchConfig(takeoff_confirm_s=CONFIRM_S, max_repeats=3))
     bridge.safety.cfg = dataclasses.replace(bridge.safety.cfg, max_state_age_s=60.0, link_timeout_s=60.0)
     state = np.zeros(layout.STATE_DIM)
     state[layout.QUAT.start] = 1.0
     bridge.state, bridge.state_time, bridge.last_link = state, time.monotonic(), time.monotonic()
     bridge._takeoff(None, types.SimpleNamespace())
-    time.sleep(0.15)
+    time.sleep(CONFIRM_S + 0.1)
     bridge._check_safety()
     assert bridge.calls.count("high_level_commander.takeoff") == 2, bridge.calls  # still on the floor
     bridge.state = state.copy()
     bridge.state[layout.POS.start + 2] = 0.2  # rising now
     for _ in range(2):
-        time.sleep(0.15)
+        time.sleep(CONFIRM_S + 0.1)
         bridge._check_safety()
     assert bridge.calls.count("high_level_commander.takeoff") == 2, bridge.calls
