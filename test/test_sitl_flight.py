@@ -159,6 +159,13 @@ def _repeats(procs) -> int:
     return len(re.findall(r"the drone did not (?:rise|come down) within .* sent again", procs.log("launch")))
 
 
+def _firmware_stopped(sitl, probe, procs, states) -> None:
+    """The firmware acted on the bridge's emergency stop: supervisor locked, motors off, the drone on the floor."""
+    probe.spin_until(lambda: "Locked" in sitl["cf2_log"].read_text(errors="replace"), 10,
+                     f"the supervisor's lock ({_cf2_tail(sitl)})")
+    probe.spin_until(lambda: _z(states) < 0.1, 10, "the stopped drone on the floor", procs, "launch")
+
+
 def _z(states):
     return float(arrays.unpack(arrays.STATE, states[-1], rows=1).rows[0][2])
 
@@ -290,13 +297,10 @@ def test_sitl_snn_streamed_from_the_ground_reaches_the_app_and_a_tilt_is_stopped
             assert flown_steps > 50 and warmup[:, 2].min() > 0.7, (warmup[:, 2].min(), stream)
         if safety:
             trip = json.loads(safety[0].data)
-            steps = int(flown[:, arrays.EPISODE_STEP_COL].max()) - 50
+            steps = flown_steps - 50
             assert (trip["kind"], trip["action"]) in (("tilt", "stop"), ("geofence", "land")), trip
             if trip["kind"] == "tilt":
-                # the firmware acted on the bridge's emergency stop: motors off and locked, the drone on the floor
-                probe.spin_until(lambda: "Locked" in sitl["cf2_log"].read_text(errors="replace"), 10,
-                                 f"the supervisor's lock ({_cf2_tail(sitl)})")
-                probe.spin_until(lambda: _z(states) < 0.1, 10, "the stopped drone on the floor", procs, "launch")
+                _firmware_stopped(sitl, probe, procs, states)
             else:  # left the box: the firmware's high-level commander lands it
                 probe.spin_until(lambda: _z(states) < 0.05, 30, "the firmware's landing", procs, "launch")
             print(f"SITL ground stream: the SNN tripped {trip['kind']} ({trip['value']:.2f} against {trip['limit']}) "
@@ -427,9 +431,7 @@ def test_sitl_a_streamed_roll_torque_trips_tilt_and_the_firmware_stops_the_motor
             os.kill(jumpstart, signal.SIGCONT)
         trip = json.loads(safety[0].data)
         assert (trip["kind"], trip["action"]) == ("tilt", "stop"), trip
-        probe.spin_until(lambda: "Locked" in sitl["cf2_log"].read_text(errors="replace"), 10,
-                         f"the supervisor's lock ({_cf2_tail(sitl)})")
-        probe.spin_until(lambda: _z(states) < 0.1, 10, "the stopped drone on the floor", procs, "launch")
+        _firmware_stopped(sitl, probe, procs, states)
         print(f"SITL tilt: tripped at {trip['value']:.1f} deg (limit {trip['limit']}) {t_trip - t_start:.2f} s into "
               f"the torque; the firmware locked and the drone was on the floor {time.monotonic() - t_trip:.1f} s later")
     finally:

@@ -437,12 +437,15 @@ class CrazyflieBridge(Node):
     def _end_flight(self, action: str, reason: str) -> None:
         with self._safety_lock:
             self._stop_streaming()
-            self._send_descent(action)
+            self._send(action)
             self.watch.commanded(action, time.monotonic(), self._z())
         self.get_logger().info(f"{action} ({reason})")
 
-    def _send_descent(self, action: str) -> None:
-        if action == "stop":
+    def _send(self, action: str) -> None:
+        """The flight command ``action`` ('takeoff', 'land', 'stop') to the firmware (one packet)."""
+        if action == "takeoff":
+            self.cf.high_level_commander.takeoff(self.takeoff_height_m, self.takeoff_duration_s)
+        elif action == "stop":
             self._emergency_stop()
             self.flying = False
         else:
@@ -462,11 +465,8 @@ class CrazyflieBridge(Node):
         if again == "gave_up":
             self.get_logger().error(f"{action}: the drone did not {way} after {self.watch.cfg.max_repeats} repeats "
                                     f"of the command: take over by hand")
-        elif again == "takeoff":
-            self.cf.high_level_commander.takeoff(self.takeoff_height_m, self.takeoff_duration_s)
         elif again is not None:
-            self._send_descent(again)
-        if again not in (None, "gave_up"):
+            self._send(again)
             self.get_logger().warning(f"{again}: the drone did not {way} within {self.watch.cfg.confirm_s(again):g} s, "
                                       f"sent again ({self.watch.repeats} of {self.watch.cfg.max_repeats})")
 
@@ -488,7 +488,7 @@ class CrazyflieBridge(Node):
             self.safety.reset()
             self.flying, self._rest_at = True, None
         self.rotor.reset(airborne=True)  # the stock controller spins the rotors up to hover
-        self.cf.high_level_commander.takeoff(self.takeoff_height_m, self.takeoff_duration_s)
+        self._send("takeoff")
         with self._safety_lock:
             self.watch.commanded("takeoff", time.monotonic(), self._z())
         return self._reply(response, True, f"take-off to {self.takeoff_height_m} m in {self.takeoff_duration_s} s")
