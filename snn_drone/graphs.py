@@ -176,12 +176,16 @@ def train_sim(args: dict[str, str]) -> list[NodeSpec]:
             "real_time": real_time, "guide_labels": cfg.needs_guide, "publish_poses": i == 0},
             [("rollout", "/rollout"), ("episodes", "/episodes"), ("train/progress", "/train/progress")]
             + ([("clock", "/clock")] if i == 0 else [])))
-        nodes.append(NodeSpec("actor_node", "actor_node", ns, {**common, "num_drones": per},
+        # the actor and mux fly the trainer's weights and horizon only (on a worker host that joins late
+        # the trainer may be epochs ahead): the sim, which waits for them to listen, starts once both
+        # came: no rollouts are flown before the trainer is up
+        nodes.append(NodeSpec("actor_node", "actor_node", ns, {**common, "num_drones": per, "wait_for_weights": True},
                               [("actor/weights", "/actor/weights")]))
         if cfg.needs_guide:
             nodes.append(NodeSpec("guide_node", "guide_node", ns, {**common, "num_drones": per}))
         nodes.append(NodeSpec("jumpstart_node", "jumpstart_node", ns, {
-            **common, "num_drones": per, "use_guide": cfg.needs_guide, "seed": cfg.seed + 1000 * i},
+            **common, "num_drones": per, "use_guide": cfg.needs_guide, "seed": cfg.seed + 1000 * i,
+            "wait_for_horizon": True},
             [("jumpstart/horizon", "/jumpstart/horizon")]))
     for sim in (n for n in nodes if n.name == "sim_node"):
         _waits_for_its_graph(sim, nodes)

@@ -4,6 +4,9 @@ On every ``state`` it steps the actor once (hidden state reset for the drones wh
 started, ``episode_step`` 0) and publishes ``actor/cmd`` with the step stamp and the version of the
 weights it used. It follows the trainer's latched ``actor/weights``; it starts from the
 ``checkpoint`` file if given, else from the same initial actor the trainer builds from the config.
+With ``wait_for_weights`` it listens to ``state`` only once the trainer's first weights arrived (a
+worker host's actor: the sim, which waits for this node, starts then), so a worker that joins a run
+in progress never flies the initial actor into the replay.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from snn_drone.core.common.config import resolve_path
 
 from . import arrays
 from .action_history import LiveActionHistory
-from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, receive, run_node, task_config
+from .node_runtime import (LATCHED_QOS, LIVE_QOS, StateGate, declare, declare_train_config, receive, run_node,
+                           task_config)
 
 
 class ActorNode(Node):
@@ -31,6 +35,10 @@ class ActorNode(Node):
         ckpt = declare(self, "checkpoint", "", "policy file to start from (empty: the trainer's initial actor "
                                                "for this config)")
         self.follow = declare(self, "follow_weights", True, "load every new version on actor/weights")
+        wait = declare(self, "wait_for_weights", False, "listen to state only once the first actor/weights "
+                                                       "arrived (needs follow_weights)")
+        if wait and not self.follow:
+            raise ValueError("wait_for_weights:=true needs follow_weights:=true (no weights would ever come)")
         threads = declare(self, "threads", 1, "torch intra-op threads")
         if threads > 0:
             torch.set_num_threads(threads)
@@ -44,10 +52,12 @@ class ActorNode(Node):
         self.hidden = self.actor.init_state(self.b, device=self.device)
         self._last: tuple[int, object] | None = None
         self.pub = self.create_publisher(Float32MultiArray, arrays.ACTOR_CMD.topic, LIVE_QOS)
-        self.create_subscription(Float32MultiArray, arrays.STATE.topic, self._on_state, LIVE_QOS)
+        self.gate = StateGate(self, self._on_state, wait,
+                              f"the trainer's weights on {self.resolve_topic_name(arrays.WEIGHTS_TOPIC)}")
         self.create_subscription(UInt8MultiArray, arrays.WEIGHTS_TOPIC, self._on_weights, LATCHED_QOS)
         self.get_logger().info(f"{type(self.actor).__name__} for {self.b} drones"
-                               + (f" from {ckpt}" if ckpt else ""))
+                               + (f" from {ckpt}" if ckpt else "")
+                               + (", flying once the trainer's weights arrive" if wait else ""))
 
     def _on_weights(self, msg) -> None:
         if not self.follow:
@@ -67,6 +77,8 @@ class ActorNode(Node):
             self.get_logger().error(f"dropped actor/weights version {version}: {e}")
             return
         self.version = version
+        if self.gate.sub is None:
+            self.gate.open(f"flying the trainer's weights version {version}")
 
     @torch.no_grad()
     def _on_state(self, msg) -> None:

@@ -5,7 +5,9 @@ their step stamp and publishes ``motor_cmd``: the guide's command for the first 
 episode, then the actor's plus exploration noise. It answers as soon as the commands that fly this
 step are in (the guide's alone while every drone is guided, the actor's alone once none is), so a
 command that would not fly never delays the loop; a late one is dropped. H comes from the trainer (latched
-``jumpstart/horizon``); with ``deploy:=true`` H is the warm-up and there is no noise.
+``jumpstart/horizon``); with ``deploy:=true`` H is the warm-up and there is no noise. With
+``wait_for_horizon`` (a worker host's mux) it listens to ``state`` only once the trainer's horizon
+came, so its sim does not start on the config's H while the trainer is epochs further.
 
 Watchdog: when no state arrived for ``state_timeout_s`` it publishes ``safe_command`` for every
 drone on ``motor_cmd`` (header safe = 1, step -1) at 4x that rate, logs a warning and says so on
@@ -23,7 +25,7 @@ from snn_drone.core.learning.jsrl import jump_start_action
 from snn_drone.core.common.layout import ACTION_DIM
 
 from . import arrays
-from .node_runtime import LATCHED_QOS, LIVE_QOS, declare, declare_train_config, receive, run_node
+from .node_runtime import LATCHED_QOS, LIVE_QOS, StateGate, declare, declare_train_config, receive, run_node
 
 
 class JumpStartNode(Node):
@@ -34,6 +36,8 @@ class JumpStartNode(Node):
         self.use_guide = declare(self, "use_guide", cfg.needs_guide, "a guide_node answers every state (false: the actor flies from step 0)")
         deploy = declare(self, "deploy", False, "deployment: the guide flies the warm-up only, no noise, horizon topic ignored")
         noise = declare(self, "exploration_noise", -1.0, "std of the noise on the actor's commands (-1: the config's)")
+        wait = declare(self, "wait_for_horizon", False, "listen to state only once the trainer's horizon arrived "
+                                                       "(a worker host's mux: the trainer may be epochs ahead)")
         h0 = declare(self, "guide_steps", -1, "steps the guide flies until the trainer publishes a horizon "
                                               "(-1: the config's schedule at epoch 0)")
         self.timeout_s = declare(self, "state_timeout_s", 0.5, "publish the safe command when no state arrived for this long (s)")
@@ -60,7 +64,8 @@ class JumpStartNode(Node):
         self._safe_since: float | None = None
         self.pub = self.create_publisher(Float32MultiArray, arrays.MOTOR_CMD.topic, LIVE_QOS)
         self.pub_status = self.create_publisher(String, arrays.STATUS_TOPIC, LIVE_QOS)
-        self.create_subscription(Float32MultiArray, arrays.STATE.topic, self._on_state, LIVE_QOS)
+        self.gate = StateGate(self, self._on_state, wait and not deploy,
+                              f"the trainer's horizon on {self.resolve_topic_name(arrays.HORIZON_TOPIC)}")
         self.create_subscription(Float32MultiArray, arrays.ACTOR_CMD.topic, self._on_actor, LIVE_QOS)
         if self.use_guide:
             self.create_subscription(Float32MultiArray, arrays.GUIDE_CMD.topic, self._on_guide, LIVE_QOS)
@@ -106,6 +111,7 @@ class JumpStartNode(Node):
     def _on_horizon(self, msg) -> None:
         if not self.deploy and self.use_guide:
             self.h = int(msg.data)
+        self.gate.open(f"the trainer's horizon: the guide flies the first {self.h} steps")
 
     # ---- the mux ----------------------------------------------------------------------------
     def _try_answer(self, step: int) -> None:

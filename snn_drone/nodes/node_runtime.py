@@ -73,6 +73,35 @@ def await_acks(node, pub, what: str, timeout_s: float = 10.0) -> bool:
     return False
 
 
+class StateGate:
+    """A node's ``state`` subscription, made now or (``wait``) once :meth:`open` is called: a worker
+    host's actor and jump-start mux listen only once the trainer's latched weights / horizon came, and
+    the sim, which waits for every node of its graph to listen (``wait_for_readers``), starts then.
+    While shut it warns every ``warn_every_s`` naming ``what`` it waits for."""
+
+    def __init__(self, node, callback, wait: bool, what: str, warn_every_s: float = 10.0):
+        self.node, self.callback, self.sub, self._timer = node, callback, None, None
+        if not wait:
+            self.open()
+            return
+        t0 = time.monotonic()
+        self._timer = node.create_timer(warn_every_s, lambda: node.get_logger().warning(
+            f"still waiting after {time.monotonic() - t0:.0f} s for {what}: is the trainer up, in this "
+            f"ROS_DOMAIN_ID? (this node listens to state, and its sim starts, once it comes)"))
+
+    def open(self, why: str = "") -> None:
+        if self.sub is not None:
+            return
+        if self._timer is not None:
+            self.node.destroy_timer(self._timer)
+            self._timer = None
+        if why:
+            self.node.get_logger().info(why)
+        from std_msgs.msg import Float32MultiArray
+        from snn_drone.nodes import arrays
+        self.sub = self.node.create_subscription(Float32MultiArray, arrays.STATE.topic, self.callback, LIVE_QOS)
+
+
 def wait_for_readers(node, ex, pub, count: int = 0, nodes: str = "", warn_every_s: float = 10.0) -> None:
     """Spin ``ex`` until ``pub`` has matched ``count`` subscriptions and, where ``nodes`` names some
     (comma-separated node names in ``node``'s namespace), each of them subscribes to the topic and
