@@ -152,6 +152,9 @@ def _role(role: str, worker_index: str, workers: int) -> tuple[str, list[int]]:
     return role, indices
 
 
+TRAINER = "trainer_node"
+
+
 def train_sim(args: dict[str, str]) -> list[NodeSpec]:
     """Several sim workers feeding one trainer (DESIGN.md, the node graph)."""
     from snn_drone.core.learning.train_config import load_train_config
@@ -166,14 +169,15 @@ def train_sim(args: dict[str, str]) -> list[NodeSpec]:
         over["guide"] = args["guide"]
     role, indices = _role(args["role"], args["worker_index"], workers)
     common = {"config": args["config"], "overrides": _dump(over)}
-    nodes = [NodeSpec("trainer_node", "trainer_node", "", {
+    nodes = [NodeSpec(TRAINER, TRAINER, "", {
         "config": args["config"], "overrides": _dump({**over, "num_drones": workers * per}),
         "out": args["out"], "resume": resume}, required=True)] if role in ("all", "trainer") else []
     for i in indices:
         ns = f"w{i}"
         nodes.append(NodeSpec("sim_node", "sim_node", ns, {
             **common, "num_drones": per, "worker": i, "backend": args["backend"], "gui": gui and i == 0,
-            "real_time": real_time, "guide_labels": cfg.needs_guide, "publish_poses": i == 0},
+            "real_time": real_time, "guide_labels": cfg.needs_guide, "publish_poses": i == 0,
+            "wait_for_trainer": f"/{TRAINER}"},  # on this host or another: its rollout reader matched
             [("rollout", "/rollout"), ("episodes", "/episodes"), ("train/progress", "/train/progress")]
             + ([("clock", "/clock")] if i == 0 else [])))
         # the actor and mux fly the trainer's weights and horizon only (on a worker host that joins late

@@ -195,6 +195,16 @@ class Probe:
         while time.monotonic() < deadline:
             self.ex.spin_once(timeout_sec=0.02)
 
+    def drain(self, quiet_s: float = 1.0, timeout_s: float = 30.0) -> None:
+        """Take what the DDS readers still hold (a probe busy with many topics on a loaded machine lags
+        the graph by seconds): spin until nothing new came for ``quiet_s``."""
+        count = lambda: sum(len(v) for v in self.received.values())  # noqa: E731
+        deadline, last, since = time.monotonic() + timeout_s, count(), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+            self.ex.spin_once(timeout_sec=0.02)
+            if count() != last:
+                last, since = count(), time.monotonic()
+
     def close(self) -> None:
         self.node.destroy_node()
         self.ctx.try_shutdown()

@@ -104,7 +104,8 @@ class StateGate:
 
 def wait_for_readers(node, ex, pub, count: int = 0, nodes: str = "", warn_every_s: float = 10.0) -> None:
     """Spin ``ex`` until ``pub`` has matched ``count`` subscriptions and, where ``nodes`` names some
-    (comma-separated node names in ``node``'s namespace), each of them subscribes to the topic and
+    (comma-separated node names in ``node``'s namespace, or fully qualified: ``/trainer_node``), each
+    of them subscribes to the topic and
     the writer has matched every subscription the graph lists. A count alone can be met by a
     listener outside the graph (a test's probe, rviz, ``ros2 topic echo``) before a node the flight
     needs, a recorder say, has matched. Warns every ``warn_every_s`` naming what is missing."""
@@ -117,6 +118,7 @@ def wait_for_readers(node, ex, pub, count: int = 0, nodes: str = "", warn_every_
         if names:
             infos = node.get_subscriptions_info_by_topic(pub.topic_name)
             present = {i.node_name for i in infos if i.node_namespace == ns}
+            present |= {f"{i.node_namespace.rstrip('/')}/{i.node_name}" for i in infos}  # fully qualified
             missing = [n for n in names if n not in present]
             if not missing and matched < len(infos):
                 missing = [f"{len(infos) - matched} subscription(s) listed but not matched yet"]

@@ -59,6 +59,9 @@ class SimNode(Node):
         self.wait_for_nodes = declare(self, "wait_for_nodes", "", "publish the first state once these nodes "
                                       "(comma-separated names in this namespace: the graph's actor, guide and "
                                       "jump-start) listen to it and every listener is matched")
+        self.wait_for_trainer = declare(self, "wait_for_trainer", "", "publish the first state once this node "
+                                        "(fully qualified: /trainer_node) listens to rollout and episodes and "
+                                        "is matched, so no rollout is flown to a trainer still matching")
         poses = declare(self, "publish_poses", False, "publish the drones' poses for rviz / Foxglove (poses, "
                         "cf<i>/pose, /tf; nodes/poses.py)")
         pose_every = declare(self, "pose_every_steps", 10, "publish poses every this many steps (10: 10 Hz)")
@@ -176,6 +179,9 @@ class SimNode(Node):
         target = env.target.expand(b, 3)
         zeros = torch.zeros(b, ACTION_DIM, device=env.device)
         wait_for_readers(self, ex, self.pub_state, self.wait_for_subscribers, self.wait_for_nodes)
+        if self.wait_for_trainer and self.publish_rollout:
+            for pub in (self.pub_rollout, self.pub_episodes):
+                wait_for_readers(self, ex, pub, nodes=self.wait_for_trainer)
         t0 = time.monotonic()
         self._sent_at = time.perf_counter()
         self._publish_state()
