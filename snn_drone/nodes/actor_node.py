@@ -4,9 +4,9 @@ On every ``state`` it steps the actor once (hidden state reset for the drones wh
 started, ``episode_step`` 0) and publishes ``actor/cmd`` with the step stamp and the version of the
 weights it used. It follows the trainer's latched ``actor/weights``; it starts from the
 ``checkpoint`` file if given, else from the same initial actor the trainer builds from the config.
-With ``wait_for_weights`` it listens to ``state`` only once the trainer's first weights arrived (a
-worker host's actor: the sim, which waits for this node, starts then), so a worker that joins a run
-in progress never flies the initial actor into the replay.
+With ``wait_for_weights`` (train_sim) it listens to ``state`` only once the trainer's first weights
+arrived (the sim, which waits for this node, starts then), so a worker that joins a run in progress
+never flies the initial actor into the replay.
 """
 from __future__ import annotations
 
@@ -77,8 +77,7 @@ class ActorNode(Node):
             self.get_logger().error(f"dropped actor/weights version {version}: {e}")
             return
         self.version = version
-        if self.gate.sub is None:
-            self.gate.open(f"flying the trainer's weights version {version}")
+        self.gate.open(f"flying the trainer's weights version {version}")  # the first version only
 
     @torch.no_grad()
     def _on_state(self, msg) -> None:

@@ -6,7 +6,7 @@ episode, then the actor's plus exploration noise. It answers as soon as the comm
 step are in (the guide's alone while every drone is guided, the actor's alone once none is), so a
 command that would not fly never delays the loop; a late one is dropped. H comes from the trainer (latched
 ``jumpstart/horizon``); with ``deploy:=true`` H is the warm-up and there is no noise. With
-``wait_for_horizon`` (a worker host's mux) it listens to ``state`` only once the trainer's horizon
+``wait_for_horizon`` (train_sim) it listens to ``state`` only once the trainer's horizon
 came, so its sim does not start on the config's H while the trainer is epochs further.
 
 Watchdog: when no state arrived for ``state_timeout_s`` it publishes ``safe_command`` for every
@@ -37,7 +37,7 @@ class JumpStartNode(Node):
         deploy = declare(self, "deploy", False, "deployment: the guide flies the warm-up only, no noise, horizon topic ignored")
         noise = declare(self, "exploration_noise", -1.0, "std of the noise on the actor's commands (-1: the config's)")
         wait = declare(self, "wait_for_horizon", False, "listen to state only once the trainer's horizon arrived "
-                                                       "(a worker host's mux: the trainer may be epochs ahead)")
+                                                       "(a late worker: the trainer may be epochs ahead)")
         h0 = declare(self, "guide_steps", -1, "steps the guide flies until the trainer publishes a horizon "
                                               "(-1: the config's schedule at epoch 0)")
         self.timeout_s = declare(self, "state_timeout_s", 0.5, "publish the safe command when no state arrived for this long (s)")

@@ -74,9 +74,9 @@ def await_acks(node, pub, what: str, timeout_s: float = 10.0) -> bool:
 
 
 class StateGate:
-    """A node's ``state`` subscription, made now or (``wait``) once :meth:`open` is called: a worker
-    host's actor and jump-start mux listen only once the trainer's latched weights / horizon came, and
-    the sim, which waits for every node of its graph to listen (``wait_for_readers``), starts then.
+    """A node's ``state`` subscription, made now or (``wait``) at the first :meth:`open`: train_sim's
+    actor and jump-start mux listen only once the trainer's latched weights / horizon came, and the
+    sim, which waits for every node of its graph to listen (``wait_for_readers``), starts then.
     While shut it warns every ``warn_every_s`` naming ``what`` it waits for."""
 
     def __init__(self, node, callback, wait: bool, what: str, warn_every_s: float = 10.0):
@@ -105,8 +105,7 @@ class StateGate:
 def wait_for_readers(node, ex, pub, count: int = 0, nodes: str = "", warn_every_s: float = 10.0) -> None:
     """Spin ``ex`` until ``pub`` has matched ``count`` subscriptions and, where ``nodes`` names some
     (comma-separated node names in ``node``'s namespace, or fully qualified: ``/trainer_node``), each
-    of them subscribes to the topic and
-    the writer has matched every subscription the graph lists. A count alone can be met by a
+    of them subscribes to the topic and the writer has matched every subscription the graph lists. A count alone can be met by a
     listener outside the graph (a test's probe, rviz, ``ros2 topic echo``) before a node the flight
     needs, a recorder say, has matched. Warns every ``warn_every_s`` naming what is missing."""
     names = [n.strip() for n in nodes.split(",") if n.strip()]
